@@ -1,0 +1,1 @@
+"""The actor processes: each a NATS micro service plus a JetStream consumer."""

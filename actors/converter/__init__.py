@@ -1,0 +1,1 @@
+"""The converter actor: Score or Grid → Standard MIDI File."""

@@ -1,0 +1,1 @@
+"""The exporter actor: MIDI → audio with FluidSynth and a General MIDI SoundFont."""

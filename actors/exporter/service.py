@@ -1,0 +1,177 @@
+"""The exporter actor process: NATS micro service `tuneforge-exporter` and its job consumer.
+
+- `tuneforge.export` (request-reply): `ExportRequest` → `ExportReply` with the audio blob;
+- durable jobs on `tuneforge.jobs.export`: render with progress, then hand the job to the
+  mood actor or finish it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.micro import add_service
+
+from tuneforge.actors.exporter.render import Renderer, RenderError
+from tuneforge.actors.runtime import (
+    BadInput,
+    EventPublisher,
+    ProgressReporter,
+    connect,
+    micro_handler,
+    run_consumer,
+)
+from tuneforge.contracts.jobs import (
+    AUDIO_CONTENT_TYPES,
+    BlobRef,
+    ExportJob,
+    ExportReply,
+    ExportRequest,
+    JobResult,
+    MoodJob,
+    jobs_subject,
+)
+from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES
+from tuneforge.contracts.midi import MidiError, inspect_midi
+from tuneforge.settings import Settings
+from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+class Exporter:
+    """MIDI blob → audio blob; the work shared by the endpoint and the job consumer."""
+
+    def __init__(self, blobs: BlobStore, renderer: Renderer, work_dir: Path) -> None:
+        self.blobs = blobs
+        self.renderer = renderer
+        self.work_dir = work_dir
+        work_dir.mkdir(parents=True, exist_ok=True)
+        # One render per core at most: libfluidsynth releases the GIL, one synth per thread.
+        self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+
+    async def export(
+        self, request: ExportRequest, on_progress: Callable[[float], None] | None = None
+    ) -> ExportReply:
+        try:
+            midi = await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES)
+            expected_seconds = inspect_midi(midi, MAX_DURATION_SECONDS)
+        except (BlobNotFound, MidiError, ValueError) as error:
+            raise BadInput(str(error)) from None
+        handle, name = tempfile.mkstemp(suffix=f".{request.format}", dir=self.work_dir)
+        os.close(handle)
+        out_path = Path(name)
+        try:
+            async with self._slots:
+                try:
+                    result = await asyncio.to_thread(
+                        self.renderer.render,
+                        midi,
+                        out_path,
+                        request.format,
+                        request.sample_rate_hz,
+                        request.soundfont,
+                        expected_seconds,
+                        on_progress,
+                    )
+                except RenderError as error:
+                    raise BadInput(str(error)) from None
+            audio = await self.blobs.put_file(
+                out_path, "audio", request.format, AUDIO_CONTENT_TYPES[request.format]
+            )
+        finally:
+            await asyncio.to_thread(out_path.unlink, missing_ok=True)
+        return ExportReply(
+            audio=audio,
+            duration_seconds=round(result.duration_seconds, 6),
+            sample_rate_hz=request.sample_rate_hz,
+            format=request.format,
+            render_seconds=round(result.render_seconds, 4),
+        )
+
+    async def handle_request(self, data: bytes) -> ExportReply:
+        return await self.export(msgspec.json.decode(data, type=ExportRequest))
+
+
+async def serve(settings: Settings, concurrency: int = 1) -> None:
+    blobs = open_blob_store(settings.blob_url, settings.data_dir)
+    renderer = Renderer(settings.soundfont_dir)
+    await asyncio.to_thread(renderer.warm_up)  # SoundFont load is a start-up cost, not a request cost
+    exporter = Exporter(blobs, renderer, settings.data_dir / "work" / f"exporter-{os.getpid()}")
+    client, js = await connect(settings.nats_url, "tuneforge-exporter")
+    events = EventPublisher(js)
+    service = await add_service(
+        client,
+        name="tuneforge-exporter",
+        version=VERSION,
+        description="MIDI → audio with FluidSynth and a General MIDI SoundFont",
+    )
+    await service.add_endpoint(
+        name="export", subject="tuneforge.export", handler=micro_handler(exporter.handle_request)
+    )
+
+    async def handle_job(msg: Msg) -> None:
+        job = msgspec.json.decode(msg.data, type=ExportJob)
+        await events.progress(job.job_id, "rendering", 0.0)
+        progress = ProgressReporter(events, job.job_id, "rendering")
+        try:
+            options = job.options
+            reply = await exporter.export(
+                ExportRequest(
+                    midi=job.midi,
+                    format=options.format,
+                    sample_rate_hz=options.sample_rate_hz,
+                    soundfont=options.soundfont,
+                ),
+                progress.report,
+            )
+        finally:
+            await progress.close()
+        await events.progress(job.job_id, "rendering", 100.0)
+        await _finish_or_hand_on(js, events, job, reply.audio, reply)
+        await msg.ack()
+
+    stopping = asyncio.Event()
+    log.info("tuneforge-exporter %s ready (service id %s)", VERSION, service.id)
+    try:
+        await run_consumer(js, "exporter", handle_job, events, "rendering", concurrency, stopping)
+    finally:
+        stopping.set()
+        await service.stop()
+        await client.drain()
+        await blobs.close()
+        renderer.close()
+
+
+async def _finish_or_hand_on(
+    js, events: EventPublisher, job: ExportJob, audio: BlobRef, reply: ExportReply
+) -> None:
+    if job.options.analyze_mood:
+        mood_job = MoodJob(
+            job_id=job.job_id,
+            midi=job.midi,
+            audio=audio,
+            duration_seconds=reply.duration_seconds,
+            options=job.options,
+        )
+        await js.publish(
+            jobs_subject("mood"), msgspec.json.encode(mood_job), headers={"Nats-Msg-Id": f"{job.job_id}:mood"}
+        )
+        return
+    await events.done(
+        job.job_id,
+        JobResult(
+            midi=job.midi,
+            audio=audio,
+            duration_seconds=reply.duration_seconds,
+            sample_rate_hz=reply.sample_rate_hz,
+            format=reply.format,
+        ),
+    )

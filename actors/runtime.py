@@ -1,0 +1,241 @@
+"""The NATS plumbing every actor shares.
+
+- `connect`: a client that reconnects forever and applies the JetStream definitions;
+- `micro_handler`: wraps an endpoint's work so bad input becomes a 400 error reply and
+  anything else a 500, with the `Nats-Service-Error(-Code)` headers set by `nats.micro`;
+- `EventPublisher`: progress, done and failed events on `tuneforge.events.<job_id>`, in order;
+- `run_consumer`: supervised JetStream pull loops that keep long work alive with
+  `in_progress`, ack when done, `term` poison messages and retry transient failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.micro.request import Request
+from nats.micro.service import ServiceError
+
+from tuneforge.contracts.jobs import (
+    Done,
+    ErrorInfo,
+    Failed,
+    JobResult,
+    Progress,
+    Stage,
+    events_subject,
+)
+from tuneforge.infra.jetstream import apply_definitions, consumer_definition
+
+log = logging.getLogger(__name__)
+
+
+class BadInput(ValueError):
+    """The request or job cannot succeed as sent: report it (400), never retry it."""
+
+
+async def connect(url: str, name: str) -> tuple[Client, JetStreamContext]:
+    async def on_error(error: Exception) -> None:
+        log.warning("nats: %s", error)
+
+    async def on_disconnect() -> None:
+        log.warning("nats: disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats: reconnected")
+
+    client = await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+    js = client.jetstream(timeout=10)
+    await apply_definitions(js)
+    return client, js
+
+
+def micro_handler(work: Callable[[bytes], Awaitable[msgspec.Struct]]) -> Callable[[Request], Awaitable[None]]:
+    """A `nats.micro` handler replying with the JSON of `work(request.data)`."""
+
+    async def handle(request: Request) -> None:
+        try:
+            reply = await work(request.data)
+        except (BadInput, msgspec.ValidationError, msgspec.DecodeError) as error:
+            raise ServiceError("400", str(error)) from None
+        except ServiceError:
+            raise
+        except Exception as error:
+            log.exception("request on %s failed", request.subject)
+            raise ServiceError("500", f"internal error: {type(error).__name__}: {error}") from None
+        await request.respond(msgspec.json.encode(reply))
+
+    return handle
+
+
+class EventPublisher:
+    """Publishes a job's events to JetStream one at a time, so they are stored in order."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def _publish(self, job_id: str, event: msgspec.Struct, msg_id: str | None = None) -> None:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        await self._js.publish(events_subject(job_id), msgspec.json.encode(event), headers=headers)
+
+    async def progress(self, job_id: str, stage: Stage, percent: float, detail: str = "") -> None:
+        event = Progress(
+            job_id=job_id,
+            stage=stage,
+            percent=round(min(100.0, max(0.0, percent)), 1),
+            at_unix=time.time(),
+            detail=detail,
+        )
+        await self._publish(job_id, event)
+
+    async def done(self, job_id: str, result: JobResult) -> None:
+        # The message id makes a redelivered job's second `done` a duplicate the server drops.
+        await self._publish(
+            job_id, Done(job_id=job_id, result=result, at_unix=time.time()), msg_id=f"{job_id}:done"
+        )
+
+    async def failed(self, job_id: str, stage: Stage, code: int, message: str) -> None:
+        event = Failed(
+            job_id=job_id, stage=stage, error=ErrorInfo(code=code, message=message), at_unix=time.time()
+        )
+        await self._publish(job_id, event, msg_id=f"{job_id}:failed")
+
+
+class ProgressReporter:
+    """Thread-safe progress for work running in a worker thread: latest value wins, sent in order."""
+
+    def __init__(self, events: EventPublisher, job_id: str, stage: Stage, min_interval_s: float = 0.2):
+        self._events = events
+        self._job_id = job_id
+        self._stage = stage
+        self._min_interval_s = min_interval_s
+        self._loop = asyncio.get_running_loop()
+        self._latest: float | None = None
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    def report(self, percent: float) -> None:
+        """Callable from any thread."""
+        self._loop.call_soon_threadsafe(self._set, percent)
+
+    def _set(self, percent: float) -> None:
+        self._latest = percent
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._latest is not None:
+                percent, self._latest = self._latest, None
+                with contextlib.suppress(Exception):
+                    await self._events.progress(self._job_id, self._stage, percent)
+            await asyncio.sleep(self._min_interval_s)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+JobHandler = Callable[[Msg], Awaitable[None]]
+
+
+async def _keep_alive(msg: Msg, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
+def job_id_of(data: bytes) -> str | None:
+    """Best effort: the `job_id` of a message that may not decode as a job."""
+    try:
+        raw: Any = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    job_id = raw.get("job_id") if isinstance(raw, dict) else None
+    return job_id if isinstance(job_id, str) and 0 < len(job_id) <= 64 else None
+
+
+async def run_consumer(
+    js: JetStreamContext,
+    durable: str,
+    handle: JobHandler,
+    events: EventPublisher,
+    stage: Stage,
+    concurrency: int,
+    stopping: asyncio.Event,
+) -> None:
+    """Run `concurrency` supervised pull loops on a durable consumer until `stopping` is set.
+
+    `handle` does the work and acks; here a `BadInput` (or an undecodable message) becomes a
+    `failed` event and `term`, other errors are retried after a back-off and reported failed
+    on the last delivery.
+    """
+    spec = consumer_definition(durable)
+    keep_alive_s = max(1.0, spec["ack_wait_seconds"] / 4)
+    max_deliver = spec["max_deliver"]
+
+    async def process(msg: Msg) -> None:
+        heartbeat = asyncio.create_task(_keep_alive(msg, keep_alive_s))
+        try:
+            await handle(msg)
+        except (BadInput, msgspec.ValidationError, msgspec.DecodeError) as error:
+            job_id = job_id_of(msg.data)
+            log.warning("%s: job %s rejected: %s", durable, job_id, error)
+            if job_id:
+                await events.failed(job_id, stage, 400, str(error))
+            await msg.term()
+        except Exception as error:
+            delivered = msg.metadata.num_delivered
+            log.exception("%s: delivery %s failed", durable, delivered)
+            job_id = job_id_of(msg.data)
+            if max_deliver > 0 and delivered >= max_deliver:
+                if job_id:
+                    await events.failed(job_id, stage, 500, f"{type(error).__name__}: {error}")
+                await msg.term()
+            else:
+                await msg.nak(delay=min(30.0, 2.0**delivered))
+        finally:
+            heartbeat.cancel()
+
+    async def loop(worker: int) -> None:
+        backoff = 0.5
+        while not stopping.is_set():
+            try:
+                subscription = await js.pull_subscribe_bind(durable=durable, stream=spec["stream"])
+                backoff = 0.5
+                while not stopping.is_set():
+                    try:
+                        messages = await subscription.fetch(1, timeout=2)
+                    except nats.errors.TimeoutError:
+                        continue
+                    for msg in messages:
+                        await process(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # Pull loops do not always recover on their own after a server restart: rebuild.
+                log.warning("%s[%d]: consumer loop restarting after %s", durable, worker, error)
+                await asyncio.sleep(backoff)
+                backoff = min(10.0, backoff * 2)
+
+    await asyncio.gather(*(loop(i) for i in range(concurrency)))

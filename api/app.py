@@ -1,0 +1,50 @@
+"""The Litestar application: routes, dependency injection and the connection lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.static_files import create_static_files_router
+
+from tuneforge.api.backend import Backend
+from tuneforge.api.jobs import JobController, download
+from tuneforge.api.system import STATIC_DIR, clear_cache, healthz, instruments, page
+from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
+from tuneforge.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        backend = Backend(settings)
+        await backend.start()
+        app.state.backend = backend
+        try:
+            yield
+        finally:
+            await backend.stop()
+
+    def provide_backend(state: State) -> Backend:
+        backend: Backend = state.backend
+        return backend
+
+    route_handlers: list = [download, JobController, healthz, clear_cache, instruments, page]
+    if Path(STATIC_DIR).is_dir():
+        route_handlers.append(create_static_files_router(path="/static", directories=[STATIC_DIR]))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return Litestar(
+        route_handlers=route_handlers,
+        dependencies={"backend": Provide(provide_backend, sync_to_thread=False)},
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="TuneForge", version="0.1.0", path="/schema"),
+        request_max_body_size=MAX_UPLOAD_BYTES + 64 * 1024,
+    )

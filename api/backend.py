@@ -1,0 +1,320 @@
+"""The API's connections and its side of the job pipeline, all over NATS and the storage layer.
+
+`Backend` submits jobs to the JetStream work queue, waits for their events, records every
+event in the database (a durable consumer, so no event is lost while the API is down) and
+asks actors for request-reply work. It never imports an actor: contracts are the interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from tuneforge.contracts.jobs import (
+    MIDI_CONTENT_TYPE,
+    ConvertJob,
+    Done,
+    ErrorInfo,
+    ExportJob,
+    Failed,
+    JobEvent,
+    JobResult,
+    Progress,
+    RenderOptions,
+    Stage,
+    events_subject,
+    input_key,
+    jobs_subject,
+)
+from tuneforge.contracts.music import Score
+from tuneforge.infra.jetstream import apply_definitions
+from tuneforge.settings import Settings
+from tuneforge.storage.blobs import BlobStore, open_blob_store
+from tuneforge.storage.cache import ResultCache
+from tuneforge.storage.database import JobDatabase, JobRecord
+
+log = logging.getLogger(__name__)
+ACTOR_SERVICES = ("tuneforge-converter", "tuneforge-exporter")
+EVENT_DECODER = msgspec.json.Decoder(JobEvent)
+
+
+class ServiceUnavailable(RuntimeError):
+    """A peer (NATS, an actor service) cannot be reached: HTTP 503."""
+
+
+class ServiceTimeout(RuntimeError):
+    """A peer did not answer in time: HTTP 504."""
+
+
+class RemoteError(RuntimeError):
+    """An actor answered a request with an error reply."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RenderInput:
+    """What to render: a Score, or a Standard MIDI File rendered as it is."""
+
+    kind: str  # "score" | "midi"
+    options: RenderOptions
+    score: Score | None = None
+    midi: bytes | None = None
+
+    @property
+    def key(self) -> str:
+        payload = msgspec.json.encode(self.score) if self.score is not None else (self.midi or b"")
+        return input_key(self.kind, payload, self.options)
+
+
+class Backend:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.blobs: BlobStore = open_blob_store(settings.blob_url, settings.data_dir)
+        self.db = JobDatabase(settings.database_url)
+        self.cache = ResultCache(settings.cache_url)
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.db.create_schema()
+        self.nc = await nats.connect(
+            self.settings.nats_url, name="tuneforge-api", max_reconnect_attempts=-1, reconnect_time_wait=0.5
+        )
+        self.js = self.nc.jetstream(timeout=10)
+        await apply_definitions(self.js)
+        self._tasks.append(asyncio.create_task(self._record_events()))
+        await self.nc.subscribe(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TUNEFORGE_JOBS.*", cb=self._on_max_deliveries
+        )
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        await self.blobs.close()
+        await self.cache.close()
+        await self.db.close()
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        if self.js is None or self.nc is None or not self.nc.is_connected:
+            raise ServiceUnavailable("the message bus (NATS) is not connected")
+        return self.js
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    async def submit(self, render: RenderInput) -> JobRecord:
+        """Accept a render job: answered from the cache, or queued on the durable work queue."""
+        key = render.key
+        cached = await self.cache.get("render", key, JobResult)
+        if cached is not None:
+            return await self.db.create_job(key, render.kind, msgspec.to_builtins(render.options), cached)
+        js = self.jetstream
+        job = await self.db.create_job(key, render.kind, msgspec.to_builtins(render.options))
+        job_message: msgspec.Struct
+        stage: Literal["convert", "export"]
+        if render.score is not None:
+            score_ref = await self.blobs.put_bytes(
+                msgspec.json.encode(render.score), "scores", "json", "application/json"
+            )
+            job_message, stage = ConvertJob(job_id=job.id, score=score_ref, options=render.options), "convert"
+        else:
+            midi_ref = await self.blobs.put_bytes(render.midi or b"", "midi", "mid", MIDI_CONTENT_TYPE)
+            job_message, stage = ExportJob(job_id=job.id, midi=midi_ref, options=render.options), "export"
+        try:
+            await js.publish(
+                events_subject(job.id),
+                msgspec.json.encode(
+                    Progress(job_id=job.id, stage="queued", percent=0.0, at_unix=time.time())
+                ),
+            )
+            await js.publish(
+                jobs_subject(stage),
+                msgspec.json.encode(job_message),
+                headers={"Nats-Msg-Id": f"{job.id}:{stage}"},
+            )
+        except (nats.errors.NoRespondersError, nats.errors.ConnectionClosedError) as error:
+            raise ServiceUnavailable(f"could not queue the job: {error}") from None
+        return job
+
+    async def render_and_wait(self, render: RenderInput, timeout_s: float) -> tuple[JobRecord, JobResult]:
+        """Submit a job and wait for its result (for the synchronous endpoints)."""
+        key = render.key
+        cached = await self.cache.get("render", key, JobResult)
+        if cached is not None:
+            job = await self.db.create_job(key, render.kind, msgspec.to_builtins(render.options), cached)
+            return job, cached
+        await self.require_services(*self._services_for(render))
+        outcome: asyncio.Future[Done | Failed] = asyncio.get_running_loop().create_future()
+        job_id: list[str] = []
+
+        async def on_event(msg: Msg) -> None:
+            event = EVENT_DECODER.decode(msg.data)
+            if (
+                job_id
+                and event.job_id == job_id[0]
+                and isinstance(event, Done | Failed)
+                and not outcome.done()
+            ):
+                outcome.set_result(event)
+
+        # Subscribe before publishing, so the final event cannot slip past.
+        subscription = await self.nc.subscribe("tuneforge.events.*", cb=on_event)  # type: ignore[union-attr]
+        try:
+            job = await self.submit(render)
+            job_id.append(job.id)
+            try:
+                final = await asyncio.wait_for(outcome, timeout_s)
+            except TimeoutError:
+                raise ServiceTimeout(
+                    f"job {job.id} did not finish within {timeout_s:.0f} s; follow it at /jobs/{job.id}"
+                ) from None
+        finally:
+            await subscription.unsubscribe()
+        if isinstance(final, Failed):
+            raise RemoteError(final.error.code, final.error.message)
+        await self.cache.set("render", key, final.result)
+        return job, final.result
+
+    def _services_for(self, render: RenderInput) -> tuple[str, ...]:
+        names = ["tuneforge-exporter"] if render.kind == "midi" else list(ACTOR_SERVICES)
+        if render.options.analyze_mood:
+            names.append("tuneforge-mood")
+        return tuple(names)
+
+    async def request(self, subject: str, body: msgspec.Struct, reply_type: type, timeout_s: float = 120.0):
+        """Request-reply to an actor endpoint, mapping NATS failures to API errors."""
+        if self.nc is None or not self.nc.is_connected:
+            raise ServiceUnavailable("the message bus (NATS) is not connected")
+        try:
+            msg = await self.nc.request(subject, msgspec.json.encode(body), timeout=timeout_s)
+        except nats.errors.NoRespondersError:
+            raise ServiceUnavailable(f"no service is answering on {subject}; is the actor running?") from None
+        except nats.errors.TimeoutError:
+            raise ServiceTimeout(
+                f"the service on {subject} did not answer within {timeout_s:.0f} s"
+            ) from None
+        headers = msg.headers or {}
+        if "Nats-Service-Error-Code" in headers:
+            raise RemoteError(int(headers["Nats-Service-Error-Code"]), headers.get("Nats-Service-Error", ""))
+        return msgspec.json.decode(msg.data, type=reply_type)
+
+    async def ping(self, service: str, timeout_s: float = 0.25, count_all: bool = False) -> int:
+        """How many instances of `service` answer `$SRV.PING` (0 if none; 1 at most unless `count_all`)."""
+        if self.nc is None or not self.nc.is_connected:
+            return 0
+        inbox = self.nc.new_inbox()
+        replies = 0
+        done = asyncio.Event()
+
+        async def on_reply(msg: Msg) -> None:
+            nonlocal replies
+            if not msg.data:  # the server's "no responders" status message, not an instance
+                return
+            replies += 1
+            if not count_all:
+                done.set()
+
+        subscription = await self.nc.subscribe(inbox, cb=on_reply)
+        try:
+            await self.nc.publish(f"$SRV.PING.{service}", b"", reply=inbox)
+            with contextlib.suppress(TimeoutError):
+                # Instances answer within a millisecond or two on one network; wait a little longer.
+                await asyncio.wait_for(done.wait(), timeout=timeout_s)
+        finally:
+            await subscription.unsubscribe()
+        return replies
+
+    async def require_services(self, *services: str) -> None:
+        for service in services:
+            if await self.ping(service) == 0:
+                raise ServiceUnavailable(
+                    f"the {service} service is not running (no instance answered $SRV.PING)"
+                )
+
+    # --- event recording ------------------------------------------------------------------
+
+    async def _record_events(self) -> None:
+        """Apply every job event to the database, exactly in stream order; supervised."""
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                subscription = await self.jetstream.pull_subscribe_bind(
+                    durable="api-recorder", stream="TUNEFORGE_EVENTS"
+                )
+                backoff = 0.5
+                while not self._stopping.is_set():
+                    try:
+                        messages = await subscription.fetch(64, timeout=1)
+                    except nats.errors.TimeoutError:
+                        continue
+                    for msg in messages:
+                        await self._record(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("event recorder restarting after %s", error)
+                await asyncio.sleep(backoff)
+                backoff = min(10.0, backoff * 2)
+
+    async def _record(self, msg: Msg) -> None:
+        try:
+            event = EVENT_DECODER.decode(msg.data)
+        except msgspec.MsgspecError:
+            log.warning("dropping an undecodable event on %s", msg.subject)
+            await msg.term()
+            return
+        job = await self.db.apply_event(event, msg.metadata.sequence.stream)
+        if isinstance(event, Done) and job is not None:
+            await self.cache.set("render", job.input_sha256, event.result)
+        await msg.ack()
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        """A job stage failed on every delivery (e.g. its workers kept dying): report it failed."""
+        try:
+            advisory = msgspec.json.decode(msg.data)
+            stored = await self.jetstream.get_msg("TUNEFORGE_JOBS", advisory["stream_seq"])
+            job_id = msgspec.json.decode(stored.data or b"{}").get("job_id")
+            if not job_id:
+                return
+            stages: dict[str, Stage] = {
+                "converter": "converting",
+                "exporter": "rendering",
+                "mood": "analyzing",
+            }
+            stage = stages.get(advisory.get("consumer", ""), "rendering")
+            message = f"the {stage} stage failed on all {advisory.get('deliveries')} attempts"
+            failed = Failed(
+                job_id=job_id, stage=stage, error=ErrorInfo(code=500, message=message), at_unix=time.time()
+            )
+            await self.jetstream.publish(
+                events_subject(job_id),
+                msgspec.json.encode(failed),
+                headers={"Nats-Msg-Id": f"{job_id}:failed"},
+            )
+        except Exception:
+            log.exception("could not handle a max-deliveries advisory")

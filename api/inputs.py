@@ -1,0 +1,120 @@
+"""Reading render requests: a Grid or Score JSON body, or a Standard MIDI File upload.
+
+Everything is validated here, at the edge, with the contracts' own rules; what is wrong
+becomes a 400 whose `detail` says what and where.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.datastructures import UploadFile
+from litestar.exceptions import ClientException, HTTPException
+
+from tuneforge.api.backend import RenderInput
+from tuneforge.contracts.jobs import RenderOptions
+from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES, MAX_UPLOAD_BYTES
+from tuneforge.contracts.midi import MidiError, inspect_midi
+from tuneforge.contracts.music import MusicError, decode_music
+
+MIDI_TYPES = {"audio/midi", "audio/x-midi", "audio/mid", "application/x-midi", "audio/sp-midi"}
+OPTION_FIELDS = {"format", "sample_rate_hz", "soundfont", "analyze_mood"}
+
+
+class PayloadTooLarge(HTTPException):
+    status_code = 413
+
+
+def media_type(request: Request[Any, Any, Any]) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+def _options(raw: dict[str, Any], defaults: dict[str, Any]) -> RenderOptions:
+    merged = {**defaults, **raw}
+    if "sample_rate_hz" in merged and isinstance(merged["sample_rate_hz"], str):
+        merged["sample_rate_hz"] = int(merged["sample_rate_hz"]) if merged["sample_rate_hz"].isdigit() else -1
+    if isinstance(merged.get("analyze_mood"), str):
+        merged["analyze_mood"] = merged["analyze_mood"].lower() in ("1", "true", "yes", "on")
+    try:
+        return msgspec.convert(merged, RenderOptions)
+    except msgspec.ValidationError as error:
+        raise ClientException(f"invalid render options: {error}") from None
+
+
+def query_options(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return {k: v for k, v in request.query_params.items() if k in OPTION_FIELDS}
+
+
+async def read_upload(
+    request: Request[Any, Any, Any], max_bytes: int = MAX_UPLOAD_BYTES
+) -> tuple[bytes, str, dict[str, Any]]:
+    """The uploaded file (raw body or multipart field `file`), its content type and other form fields."""
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ClientException("multipart upload needs a file in the field 'file'")
+        data = await upload.read(max_bytes + 1)
+        fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+        return _checked_size(data, max_bytes), (upload.content_type or "").lower(), fields
+    data = await request.body()
+    return _checked_size(data, max_bytes), kind, {}
+
+
+def _checked_size(data: bytes, max_bytes: int) -> bytes:
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"the upload is larger than the {max_bytes} bytes allowed")
+    if not data:
+        raise ClientException("the request has no body: send a Grid or Score as JSON, or a file")
+    return data
+
+
+def midi_input(data: bytes, options: RenderOptions) -> RenderInput:
+    if len(data) > MAX_MIDI_BYTES:
+        raise PayloadTooLarge(f"MIDI files are limited to {MAX_MIDI_BYTES} bytes")
+    try:
+        inspect_midi(data, MAX_DURATION_SECONDS)
+    except MidiError as error:
+        raise ClientException(str(error)) from None
+    return RenderInput(kind="midi", options=options, midi=data)
+
+
+async def read_render_input(request: Request[Any, Any, Any]) -> RenderInput:
+    """A render request from any of the accepted bodies; options from the body or the query."""
+    kind = media_type(request)
+    defaults = query_options(request)
+    if kind in MIDI_TYPES or kind == "multipart/form-data" or kind == "application/octet-stream":
+        data, file_type, fields = await read_upload(request, MAX_MIDI_BYTES)
+        options = _options({k: v for k, v in fields.items() if k in OPTION_FIELDS}, defaults)
+        if file_type == "application/json" or data.lstrip()[:1] == b"{":
+            return _music_input(data, options)
+        return midi_input(data, options)
+    # `curl -d` and plain HTML forms label JSON as form data; accept it when it is JSON.
+    if kind not in ("", "application/json", "text/plain", "application/x-www-form-urlencoded"):
+        raise ClientException(
+            f"unsupported content type {kind!r}: send JSON (a Grid or a Score) or a MIDI file (audio/midi)"
+        )
+    body = await request.body()
+    if not body:
+        raise ClientException("the request has no body: send a Grid or Score as JSON, or a MIDI file")
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError as error:
+        raise ClientException(f"malformed JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise ClientException("expected a JSON object: a Score (with 'tracks') or a Grid (with 'notes')")
+    raw_options = raw.pop("options", None) or {}
+    if not isinstance(raw_options, dict):
+        raise ClientException("'options' must be an object")
+    return _music_input(raw, _options(raw_options, defaults))
+
+
+def _music_input(body: bytes | dict[str, Any], options: RenderOptions) -> RenderInput:
+    try:
+        score = decode_music(body)
+    except MusicError as error:
+        raise ClientException(str(error)) from None
+    return RenderInput(kind="score", options=options, score=score)

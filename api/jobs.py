@@ -1,0 +1,281 @@
+"""Render endpoints: `POST /download` (synchronous), `POST /jobs` and everything under `/jobs/{id}`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import msgspec
+import nats
+from litestar import Controller, Request, get, post
+from litestar.exceptions import ClientException, HTTPException, NotFoundException
+from litestar.params import Parameter
+from litestar.response import File, Response, ServerSentEvent, ServerSentEventMessage, Stream
+
+from tuneforge.api.backend import Backend, RemoteError, ServiceTimeout, ServiceUnavailable
+from tuneforge.api.inputs import read_render_input
+from tuneforge.contracts.jobs import (
+    AUDIO_CONTENT_TYPES,
+    BlobRef,
+    Done,
+    ExportReply,
+    ExportRequest,
+    Failed,
+    JobEvent,
+    JobResult,
+    events_subject,
+)
+from tuneforge.storage.blobs import BlobNotFound, LocalBlobStore
+from tuneforge.storage.database import JobRecord
+
+DOWNLOAD_TIMEOUT_S = float(os.environ.get("TUNEFORGE_DOWNLOAD_TIMEOUT_S", "300"))
+SSE_KEEPALIVE_S = 15.0
+EVENT_DECODER = msgspec.json.Decoder(JobEvent)
+
+
+class Conflict(HTTPException):
+    status_code = 409
+
+
+class Unavailable(HTTPException):
+    status_code = 503
+
+
+class GatewayTimeout(HTTPException):
+    status_code = 504
+
+
+def http_error(error: Exception) -> HTTPException:
+    """The HTTP face of a pipeline failure."""
+    if isinstance(error, ServiceUnavailable):
+        return Unavailable(str(error))
+    if isinstance(error, ServiceTimeout):
+        return GatewayTimeout(str(error))
+    if isinstance(error, RemoteError):
+        if 400 <= error.code < 500:
+            return ClientException(error.message)
+        return HTTPException(status_code=502, detail=f"an actor failed: {error.message}")
+    raise error
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    base = f"/jobs/{job_id}"
+    return {
+        "self": base,
+        "events": f"{base}/events",
+        "audio": f"{base}/audio",
+        "midi": f"{base}/midi",
+        "mood": f"{base}/mood",
+        "page": f"/?job={job_id}",
+    }
+
+
+def job_view(job: JobRecord) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "stage": job.stage,
+        "percent": job.percent,
+        "input_kind": job.input_kind,
+        "options": job.options,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "timings": job.timings,
+        "error": job.error,
+        "from_cache": job.from_cache,
+        "result": msgspec.to_builtins(job.result) if job.result else None,
+        "links": job_links(job.id),
+    }
+
+
+async def blob_response(backend: Backend, ref: BlobRef, filename: str, media_type: str) -> Response[Any]:
+    try:
+        if isinstance(backend.blobs, LocalBlobStore):
+            return File(
+                path=backend.blobs.local_path(ref),
+                filename=filename,
+                media_type=media_type,
+                content_disposition_type="attachment",
+            )
+        stream: AsyncIterator[bytes] = backend.blobs.stream(ref)
+        return Stream(
+            stream,
+            media_type=media_type,
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                "Content-Length": str(ref.size_bytes),
+            },
+        )
+    except BlobNotFound:
+        raise NotFoundException("the file of this result is no longer in the blob store") from None
+
+
+async def finished_job(backend: Backend, job_id: str) -> tuple[JobRecord, JobResult]:
+    job = await backend.db.get_job(job_id)
+    if job is None:
+        raise NotFoundException(f"no job {job_id}")
+    if job.status == "failed":
+        raise Conflict(f"job {job_id} failed: {(job.error or {}).get('message')}")
+    if job.result is None:
+        raise Conflict(f"job {job_id} is {job.status} ({job.stage}, {job.percent:.0f}%): not finished yet")
+    return job, job.result
+
+
+@post("/download", status_code=200, summary="Render a Grid, a Score or a MIDI file and return the audio")
+async def download(request: Request[Any, Any, Any], backend: Backend) -> Response[Any]:
+    """The original TuneForge endpoint: the body (Grid or Score JSON, or a `.mid` upload) → audio file."""
+    render = await read_render_input(request)
+    try:
+        job, result = await backend.render_and_wait(render, DOWNLOAD_TIMEOUT_S)
+    except (ServiceUnavailable, ServiceTimeout, RemoteError) as error:
+        raise http_error(error) from None
+    response = await blob_response(
+        backend, result.audio, f"tuneforge.{result.format}", AUDIO_CONTENT_TYPES[result.format]
+    )
+    response.headers["X-TuneForge-Job"] = job.id
+    return response
+
+
+class JobController(Controller):
+    path = "/jobs"
+
+    @post("/", status_code=202, summary="Queue a render job")
+    async def create(self, request: Request[Any, Any, Any], backend: Backend) -> dict[str, Any]:
+        """Accept a Grid or Score JSON body (with optional `options`) or a `.mid` upload."""
+        render = await read_render_input(request)
+        try:
+            job = await backend.submit(render)
+        except ServiceUnavailable as error:
+            raise http_error(error) from None
+        return {"id": job.id, "status": job.status, "links": job_links(job.id)}
+
+    @get("/", summary="Recent jobs, newest first")
+    async def recent(
+        self, backend: Backend, limit: int = Parameter(default=20, ge=1, le=200)
+    ) -> dict[str, Any]:
+        return {"jobs": [job_view(j) for j in await backend.db.recent_jobs(limit)]}
+
+    @get("/{job_id:str}", summary="A job's status, timings, result or error")
+    async def status(self, job_id: str, backend: Backend) -> dict[str, Any]:
+        job = await backend.db.get_job(job_id)
+        if job is None:
+            raise NotFoundException(f"no job {job_id}")
+        return job_view(job)
+
+    @get("/{job_id:str}/midi", summary="The job's Standard MIDI File")
+    async def midi(self, job_id: str, backend: Backend) -> Response[Any]:
+        _, result = await finished_job(backend, job_id)
+        return await blob_response(backend, result.midi, f"tuneforge-{job_id[:8]}.mid", "audio/midi")
+
+    @get("/{job_id:str}/audio", summary="The job's audio, in its format or another one")
+    async def audio(
+        self, job_id: str, backend: Backend, format: Literal["wav", "flac", "ogg"] | None = None
+    ) -> Response[Any]:
+        job, result = await finished_job(backend, job_id)
+        audio, audio_format = result.audio, result.format
+        if format is not None and format != result.format:
+            audio, audio_format = await self._other_format(backend, job, result, format), format
+        return await blob_response(
+            backend, audio, f"tuneforge-{job_id[:8]}.{audio_format}", AUDIO_CONTENT_TYPES[audio_format]
+        )
+
+    async def _other_format(
+        self, backend: Backend, job: JobRecord, result: JobResult, audio_format: str
+    ) -> BlobRef:
+        key = f"{result.midi.sha256}:{audio_format}:{result.sample_rate_hz}:{job.options.get('soundfont')}"
+        cached = await backend.cache.get("export", key, BlobRef)
+        if cached is not None:
+            return cached
+        request = ExportRequest(
+            midi=result.midi,
+            format=audio_format,  # type: ignore[arg-type]
+            sample_rate_hz=result.sample_rate_hz,  # type: ignore[arg-type]
+            soundfont=job.options.get("soundfont", "fluidr3_gm"),
+        )
+        try:
+            reply: ExportReply = await backend.request("tuneforge.export", request, ExportReply)
+        except (ServiceUnavailable, ServiceTimeout, RemoteError) as error:
+            raise http_error(error) from None
+        await backend.cache.set("export", key, reply.audio)
+        return reply.audio
+
+    @get("/{job_id:str}/events", summary="Server-sent progress events: progress…, then done or failed")
+    async def events(self, job_id: str, request: Request[Any, Any, Any], backend: Backend) -> ServerSentEvent:
+        job = await backend.db.get_job(job_id)
+        if job is None:
+            raise NotFoundException(f"no job {job_id}")
+        last_id = request.headers.get("last-event-id", "")
+        start_seq = int(last_id) + 1 if last_id.isdigit() else 1
+        return ServerSentEvent(
+            self._event_stream(backend, job, start_seq),
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _event_stream(
+        self, backend: Backend, job: JobRecord, start_seq: int
+    ) -> AsyncIterator[ServerSentEventMessage]:
+        if job.from_cache:
+            # Answered from the cache: the job never had events of its own.
+            yield self._final_from_record(job)
+            return
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        subscription = await backend.jetstream.subscribe(
+            events_subject(job.id),
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq),
+        )
+        try:
+            idle_s = 0.0
+            while True:
+                try:
+                    msg = await subscription.next_msg(timeout=1.0)
+                except nats.errors.TimeoutError:
+                    idle_s += 1.0
+                    if idle_s >= SSE_KEEPALIVE_S:
+                        idle_s = 0.0
+                        yield ServerSentEventMessage(comment="keep-alive")
+                        # Events expire with the stream's max age: fall back to the record.
+                        record = await backend.db.get_job(job.id)
+                        if record is not None and record.status in ("done", "failed"):
+                            yield self._final_from_record(record)
+                            return
+                    continue
+                idle_s = 0.0
+                try:
+                    event = EVENT_DECODER.decode(msg.data)
+                except msgspec.MsgspecError:
+                    continue
+                kind = (
+                    "progress"
+                    if not isinstance(event, Done | Failed)
+                    else ("done" if isinstance(event, Done) else "failed")
+                )
+                yield ServerSentEventMessage(
+                    event=kind, data=msgspec.json.encode(event).decode(), id=msg.metadata.sequence.stream
+                )
+                if kind != "progress":
+                    return
+        finally:
+            # The client may be gone and the connection busy: never hang the response on cleanup.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(subscription.unsubscribe(), 2)
+
+    @staticmethod
+    def _final_from_record(job: JobRecord) -> ServerSentEventMessage:
+        if job.status == "done" and job.result is not None:
+            event: msgspec.Struct = Done(job_id=job.id, result=job.result, at_unix=job.finished_at or 0.0)
+            return ServerSentEventMessage(event="done", data=msgspec.json.encode(event).decode(), id=0)
+        error = job.error or {"code": 500, "message": "unknown"}
+        data = {
+            "event": "failed",
+            "job_id": job.id,
+            "stage": job.stage,
+            "error": error,
+            "at_unix": job.finished_at,
+        }
+        return ServerSentEventMessage(event="failed", data=msgspec.json.encode(data).decode(), id=0)

@@ -1,0 +1,1 @@
+"""TuneForge: settings from the environment and the processes that run the service."""

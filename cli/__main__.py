@@ -1,0 +1,5 @@
+import sys
+
+from tuneforge.main import main
+
+sys.exit(main())

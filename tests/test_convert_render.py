@@ -1,0 +1,154 @@
+"""The actors' pure work: Score → MIDI (mido) and MIDI → audio (libfluidsynth), no NATS."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tracemalloc
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+import soundfile
+
+from tests.audio import dominant_frequency_hz, sounding_seconds
+from tuneforge.actors.converter.convert import score_to_midi
+from tuneforge.actors.exporter.render import Renderer
+from tuneforge.contracts.midi import MidiError, inspect_midi
+from tuneforge.contracts.music import Note, Score, Track, decode_music
+
+
+@pytest.fixture(scope="module")
+def renderer(soundfont_dir: Path) -> Renderer:
+    warm = Renderer(soundfont_dir)
+    yield warm
+    warm.close()
+
+
+def held_a4(seconds: float = 2.0, instrument: int | str = 0, tempo_bpm: float = 120) -> Score:
+    beats = seconds * tempo_bpm / 60
+    return Score(
+        tracks=[Track(notes=[Note(pitch="A4", start_beats=0, duration_beats=beats)], instrument=instrument)],
+        tempo_bpm=tempo_bpm,
+    )
+
+
+def test_midi_has_tempo_time_signature_programs_and_drums_on_channel_10() -> None:
+    score = decode_music(b"""{"tempo_bpm": 90, "time_signature": [3, 4], "tracks": [
+        {"instrument": "violin",
+         "notes": [{"pitch": "E5", "start_beats": 1, "duration_beats": 2, "velocity": 80}]},
+        {"drums": true, "notes": [{"pitch": 36, "start_beats": 0, "duration_beats": 0.5}]}]}""")
+    midi = mido.MidiFile(file=io.BytesIO(score_to_midi(score)))
+    assert midi.type == 1 and len(midi.tracks) == 3
+    meta = {m.type: m for m in midi.tracks[0] if m.is_meta}
+    assert round(mido.tempo2bpm(meta["set_tempo"].tempo)) == 90
+    assert (meta["time_signature"].numerator, meta["time_signature"].denominator) == (3, 4)
+    violin = [m for m in midi.tracks[1] if not m.is_meta]
+    assert violin[0].type == "program_change" and violin[0].program == 40
+    on = next(m for m in violin if m.type == "note_on")
+    assert (on.note, on.velocity, on.time) == (76, 80, midi.ticks_per_beat)
+    drums = [m for m in midi.tracks[2] if m.type == "note_on"]
+    assert drums[0].channel == 9 and drums[0].note == 36
+    assert midi.length == pytest.approx(3 * 60 / 90, abs=1e-5)  # tempo is whole µs per beat
+
+
+def test_repeated_notes_retrigger() -> None:
+    notes = [Note(pitch=60, start_beats=float(i), duration_beats=1.0) for i in range(4)]
+    midi = mido.MidiFile(file=io.BytesIO(score_to_midi(Score(tracks=[Track(notes=notes)]))))
+    kinds = [m.type for m in midi.tracks[1] if m.type in ("note_on", "note_off")]
+    assert kinds == ["note_on", "note_off"] * 4
+
+
+def test_held_a4_sounds_at_440_hz_for_its_duration(renderer: Renderer, tmp_path: Path) -> None:
+    out = tmp_path / "a4.wav"
+    flute = held_a4(2.0, instrument="flute")  # near-sinusoidal, sustains at full level until released
+    result = renderer.render(score_to_midi(flute), out, "wav", 44100, "fluidr3_gm", 2.0)
+    samples, rate = soundfile.read(out)
+    mono = samples.mean(axis=1)
+    assert rate == 44100 and samples.shape[1] == 2
+    assert dominant_frequency_hz(mono, rate, 0.2, 1.5) == pytest.approx(440, rel=0.02)
+    # The note lasts 2 s; the release tail adds a little, never seconds of silence.
+    assert 2.0 <= result.duration_seconds <= 2.0 + 3.0
+    assert 1.95 <= sounding_seconds(mono, rate) <= result.duration_seconds
+
+
+@pytest.mark.parametrize(("fmt", "rate"), [("flac", 48000), ("ogg", 22050), ("wav", 22050)])
+def test_formats_and_rates(renderer: Renderer, tmp_path: Path, fmt: str, rate: int) -> None:
+    out = tmp_path / f"a4.{fmt}"
+    renderer.render(score_to_midi(held_a4(1.0)), out, fmt, rate, "timgm6mb", 1.0)  # type: ignore[arg-type]
+    info = soundfile.info(str(out))
+    assert info.samplerate == rate and info.channels == 2
+    assert info.format == {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}[fmt]
+    mono = soundfile.read(out)[0].mean(axis=1)
+    assert dominant_frequency_hz(mono, rate, 0.1, 0.7) == pytest.approx(440, rel=0.02)
+
+
+def test_progress_rises_to_99_before_the_end(renderer: Renderer, tmp_path: Path) -> None:
+    seen: list[float] = []
+    renderer.render(
+        score_to_midi(held_a4(10.0)), tmp_path / "p.wav", "wav", 44100, "timgm6mb", 10.0, seen.append
+    )
+    assert len(seen) > 10 and seen == sorted(seen) and seen[-1] == 99.0
+
+
+def test_output_matches_the_fluidsynth_command_line(
+    renderer: Renderer, tmp_path: Path, soundfont_dir: Path, fluidsynth_cli: str
+) -> None:
+    """Same SoundFont, same player rules: the same length and the same sound as the CLI renderer."""
+    midi_path = tmp_path / "piece.mid"
+    score = decode_music(b"""{"tempo_bpm": 100, "tracks": [{"instrument": 0, "notes": [
+        {"pitch": "C4", "start_beats": 0, "duration_beats": 1},
+        {"pitch": "E4", "start_beats": 1, "duration_beats": 1},
+        {"pitch": "G4", "start_beats": 2, "duration_beats": 2}]}]}""")
+    midi_path.write_bytes(score_to_midi(score))
+    cli_out = tmp_path / "cli.wav"
+    subprocess.run(
+        [
+            fluidsynth_cli,
+            "-ni",
+            "-q",
+            "-F",
+            str(cli_out),
+            "-r",
+            "44100",
+            str(soundfont_dir / "FluidR3_GM.sf2"),
+            str(midi_path),
+        ],
+        check=True,
+        env={"SDL_AUDIODRIVER": "dummy", "PATH": "/usr/bin:/bin"},
+    )
+    ours = renderer.render(
+        midi_path.read_bytes(), tmp_path / "ours.wav", "wav", 44100, "fluidr3_gm", score.duration_seconds
+    )
+    cli_audio, _ = soundfile.read(cli_out)
+    our_audio, _ = soundfile.read(tmp_path / "ours.wav")
+    # We pull 4096-frame blocks; the CLI stops at its own block edge. Lengths agree to one block.
+    assert abs(len(our_audio) - len(cli_audio)) <= 4096
+    n = min(len(our_audio), len(cli_audio))
+    correlation = np.corrcoef(our_audio[:n, 0], cli_audio[:n, 0])[0, 1]
+    assert correlation > 0.99
+    assert ours.duration_seconds >= score.duration_seconds
+
+
+def test_memory_stays_flat_for_long_pieces(renderer: Renderer, tmp_path: Path) -> None:
+    """Streaming blocks to disk: the Python heap does not grow with the length of the piece."""
+    peaks = []
+    for seconds in (20.0, 200.0):
+        midi = score_to_midi(held_a4(seconds, tempo_bpm=240))
+        tracemalloc.start()
+        renderer.render(midi, tmp_path / "long.wav", "wav", 22050, "timgm6mb", seconds)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 2 * peaks[0] + 1_000_000
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage", b"MThd\x00\x00\x00\x06\x00\x01\x00\x01", b"\x00" * 64])
+def test_corrupt_midi_is_rejected_with_a_message(data: bytes) -> None:
+    with pytest.raises(MidiError, match="MIDI"):
+        inspect_midi(data, 600)
+
+
+def test_overlong_midi_is_rejected() -> None:
+    with pytest.raises(MidiError, match="at most 60 s"):
+        inspect_midi(score_to_midi(held_a4(61.0)), 60)

@@ -1,0 +1,274 @@
+"""The whole path over HTTP, on both stacks (SQLite + folder + memory cache, and
+PostgreSQL + Azurite + Redis): notes → MIDI → audio through the NATS actors."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+import mido
+import pytest
+
+from tests.audio import dominant_frequency_hz, read_audio, sounding_seconds
+from tests.conftest import Stack
+
+
+def unique_score(
+    seconds: float = 2.0, pitch: str | int = "A4", instrument: str | int = "flute", tempo_bpm: float = 120
+) -> dict:
+    """A held note plus a near-silent marker note at a unique time, so no test hits another's cache."""
+    beats = seconds * tempo_bpm / 60
+    marker = (uuid.uuid4().int % 1000) / 1000 * beats / 2
+    return {
+        "tempo_bpm": tempo_bpm,
+        "tracks": [
+            {
+                "instrument": instrument,
+                "notes": [{"pitch": pitch, "start_beats": 0, "duration_beats": beats}],
+            },
+            {
+                "instrument": instrument,
+                "notes": [
+                    {"pitch": 20, "start_beats": round(marker, 3), "duration_beats": 0.01, "velocity": 1}
+                ],
+            },
+        ],
+    }
+
+
+def read_sse(response: httpx.Response) -> list[dict]:
+    events, current = [], {}
+    for line in response.iter_lines():
+        if not line:
+            if "event" in current:
+                events.append(current)
+                if current["event"] in ("done", "failed"):
+                    break
+            current = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        current[name] = value.strip()
+    return events
+
+
+def wait_done(client: httpx.Client, job_id: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not finished: {job}")
+
+
+def test_grid_becomes_a_wav_with_the_right_pitch_and_length(stack: Stack) -> None:
+    # The original page's body, unchanged: one column per beat, speed 1.0 = 120 bpm.
+    columns = [[440.0]] * 4 + [[]] * ((uuid.uuid4().int % 50) + 1)  # trailing rests keep inputs unique
+    body = {"notes": columns, "speed": 1.0, "instrument": 73}
+    with stack.client() as client:
+        response = client.post("/download", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/wav"
+    assert "attachment" in response.headers["content-disposition"]
+    mono, rate = read_audio(response.content)
+    assert dominant_frequency_hz(mono, rate, 0.2, 1.5) == pytest.approx(440, rel=0.02)
+    # Four one-beat notes at 120 bpm, tied into 2 s of sound; then the release tail.
+    assert 1.9 <= sounding_seconds(mono, rate) <= 2.6
+    assert len(mono) / rate <= 2.0 + 3.0
+
+
+def test_score_becomes_a_wav_of_the_score_duration(stack: Stack) -> None:
+    score = unique_score(seconds=3.0, tempo_bpm=90)
+    with stack.client() as client:
+        response = client.post("/download", json=score)
+    assert response.status_code == 200, response.text
+    mono, rate = read_audio(response.content)
+    assert dominant_frequency_hz(mono, rate, 0.3, 2.0) == pytest.approx(440, rel=0.02)
+    assert 2.9 <= sounding_seconds(mono, rate) <= 3.6
+    assert 3.0 <= len(mono) / rate <= 3.0 + 3.0
+
+
+def test_uploaded_midi_comes_back_as_audio_of_its_length(stack: Stack, tmp_path) -> None:
+    midi = mido.MidiFile(type=0, ticks_per_beat=96)
+    track = mido.MidiTrack(
+        [mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(150)), mido.Message("program_change", program=73)]
+    )
+    seconds = 4.0 + (uuid.uuid4().int % 100) / 1000
+    ticks = round(mido.second2tick(seconds, 96, mido.bpm2tempo(150)))
+    track += [
+        mido.Message("note_on", note=69, velocity=90, time=0),
+        mido.Message("note_off", note=69, velocity=0, time=ticks),
+    ]
+    midi.tracks.append(track)
+    path = tmp_path / "upload.mid"
+    midi.save(path)
+    with stack.client() as client:
+        raw = client.post("/download", content=path.read_bytes(), headers={"content-type": "audio/midi"})
+        multipart = client.post(
+            "/download?format=flac", files={"file": ("upload.mid", path.read_bytes(), "audio/midi")}
+        )
+    assert raw.status_code == 200, raw.text
+    mono, rate = read_audio(raw.content)
+    assert sounding_seconds(mono, rate) == pytest.approx(seconds, abs=0.3)
+    assert multipart.status_code == 200, multipart.text
+    assert multipart.headers["content-type"] == "audio/flac"
+    mono, rate = read_audio(multipart.content)
+    assert sounding_seconds(mono, rate) == pytest.approx(seconds, abs=0.3)
+
+
+def test_job_progress_events_arrive_in_order_then_done(stack: Stack) -> None:
+    with stack.client() as client:
+        created = client.post(
+            "/jobs", json={**unique_score(seconds=60.0), "options": {"sample_rate_hz": 48000}}
+        )
+        assert created.status_code == 202, created.text
+        job = created.json()
+        assert job["status"] in ("queued", "running") and job["links"]["events"].endswith("/events")
+        with client.stream("GET", job["links"]["events"]) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = read_sse(response)
+        kinds = [e["event"] for e in events]
+        assert kinds[-1] == "done" and kinds.count("done") == 1
+        assert set(kinds[:-1]) == {"progress"}
+        ids = [int(e["id"]) for e in events]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        stages = [json.loads(e["data"])["stage"] for e in events[:-1]]
+        order = ["queued", "converting", "rendering"]
+        assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == order
+        rendering = [json.loads(e["data"])["percent"] for e in events[:-1] if "rendering" in e["data"]]
+        assert rendering == sorted(rendering) and rendering[-1] == 100.0 and len(rendering) >= 3
+
+        # A client that reconnects with Last-Event-ID gets only what came after.
+        with client.stream(
+            "GET", job["links"]["events"], headers={"Last-Event-ID": events[-3]["id"]}
+        ) as response:
+            resumed = read_sse(response)
+        assert [e["id"] for e in resumed] == [e["id"] for e in events[-2:]]
+
+        final = wait_done(client, job["id"])
+        assert final["status"] == "done" and final["error"] is None
+        assert set(final["timings"]) >= {"queued", "converting", "rendering"}
+        assert final["result"]["duration_seconds"] >= 60.0
+        audio = client.get(final["links"]["audio"])
+        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+        mono, rate = read_audio(audio.content)
+        assert rate == 48000 and len(mono) / rate == pytest.approx(
+            final["result"]["duration_seconds"], abs=0.01
+        )
+        midi = client.get(final["links"]["midi"])
+        assert midi.status_code == 200 and midi.content.startswith(b"MThd")
+        ogg = client.get(final["links"]["audio"], params={"format": "ogg"})
+        assert ogg.status_code == 200 and ogg.headers["content-type"] == "audio/ogg"
+        assert client.get("/jobs", params={"limit": 5}).json()["jobs"][0]["id"] in {
+            job["id"],
+            *[j["id"] for j in client.get("/jobs", params={"limit": 50}).json()["jobs"]],
+        }
+
+
+def test_repeat_request_is_answered_from_the_cache(stack: Stack) -> None:
+    score = unique_score(seconds=1.0)
+    with stack.client() as client:
+        first = client.post("/jobs", json=score).json()
+        assert wait_done(client, first["id"])["from_cache"] is False
+        again = client.post("/jobs", json=score)
+        assert again.status_code == 202 and again.json()["status"] == "done"
+        repeat = client.get(f"/jobs/{again.json()['id']}").json()
+        assert repeat["from_cache"] is True and repeat["result"] == wait_done(client, first["id"])["result"]
+        with client.stream("GET", f"/jobs/{again.json()['id']}/events") as response:
+            assert [e["event"] for e in read_sse(response)] == ["done"]
+        # Clearing the cache needs the password; then the same score renders again.
+        assert client.post("/clearcache", json={"password": "wrong"}).status_code == 401
+        assert client.post("/clearcache", data={"password": "test-secret"}).status_code == 200
+        third = client.post("/jobs", json=score).json()
+        assert third["status"] == "queued" and wait_done(client, third["id"])["from_cache"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "words"),
+    [
+        (b"{not json", {"content-type": "application/json"}, 400, "malformed JSON"),
+        (
+            json.dumps(
+                {"tracks": [{"notes": [{"pitch": 200, "start_beats": 0, "duration_beats": 1}]}]}
+            ).encode(),
+            {},
+            400,
+            "outside the MIDI range",
+        ),
+        (
+            json.dumps(
+                {"tracks": [{"notes": [{"pitch": "C4", "start_beats": 0, "duration_beats": -1}]}]}
+            ).encode(),
+            {},
+            400,
+            "duration_beats",
+        ),
+        (
+            json.dumps(
+                {
+                    "tracks": [
+                        {
+                            "instrument": "kazoo",
+                            "notes": [{"pitch": 60, "start_beats": 0, "duration_beats": 1}],
+                        }
+                    ]
+                }
+            ).encode(),
+            {},
+            400,
+            "unknown instrument",
+        ),
+        (json.dumps({"notes": [[440]], "options": {"format": "mp4"}}).encode(), {}, 400, "format"),
+        (b"this is not a MIDI file", {"content-type": "audio/midi"}, 400, "MIDI"),
+        (b"GIF89a", {"content-type": "image/gif"}, 400, "unsupported content type"),
+        (b"", {"content-type": "application/json"}, 400, "no body"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(
+    live_stack: Stack, body: bytes, headers: dict, status: int, words: str
+) -> None:
+    with live_stack.client() as client:
+        for path in ("/download", "/jobs"):
+            response = client.post(path, content=body, headers=headers)
+            assert response.status_code == status, response.text
+            assert words in response.json()["detail"]
+        assert client.get("/healthz").status_code in (200, 503)
+        assert client.post("/download", json={"notes": [[440.0]], "speed": 2.0}).status_code == 200
+
+
+def test_a_million_notes_is_refused_without_harm(live_stack: Stack) -> None:
+    note = b'{"pitch":60,"start_beats":0,"duration_beats":1},'
+    body = b'{"tracks":[{"notes":[' + note * 1_000_000 + note[:-1] + b"]}]}"
+    with live_stack.client() as client:
+        response = client.post("/jobs", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 413
+        notes = [{"pitch": 60, "start_beats": i / 100, "duration_beats": 0.01} for i in range(20_001)]
+        response = client.post("/jobs", json={"tracks": [{"notes": notes}]})
+        assert response.status_code == 400 and "at most 20000" in response.json()["detail"]
+        assert client.post("/download", json={"notes": [[330.0]], "speed": 2.0}).status_code == 200
+
+
+def test_unknown_job_is_404(live_stack: Stack) -> None:
+    with live_stack.client() as client:
+        for path in ("/jobs/nope", "/jobs/nope/audio", "/jobs/nope/midi", "/jobs/nope/events"):
+            response = client.get(path)
+            assert response.status_code == 404 and "no job" in response.json()["detail"]
+
+
+def test_health_reports_every_component(stack: Stack) -> None:
+    with stack.client() as client:
+        health = client.get("/healthz").json()
+    for name in ("nats", "database", "blob_store", "cache", "tuneforge-converter", "tuneforge-exporter"):
+        assert health["checks"][name]["ok"] is True, health
+
+
+def test_openapi_schema_is_served(live_stack: Stack) -> None:
+    with live_stack.client() as client:
+        schema = client.get("/schema/openapi.json").json()
+    assert {"/download", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/events", "/healthz"} <= set(
+        schema["paths"]
+    )
