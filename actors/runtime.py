@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,6 +39,10 @@ from tuneforge.contracts.jobs import (
 from tuneforge.infra.jetstream import apply_definitions, consumer_definition
 
 log = logging.getLogger(__name__)
+
+
+# Which replica works on a job, in progress events: operators see it, tests kill the right one.
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class BadInput(ValueError):
@@ -121,10 +127,13 @@ class EventPublisher:
 class ProgressReporter:
     """Thread-safe progress for work running in a worker thread: latest value wins, sent in order."""
 
-    def __init__(self, events: EventPublisher, job_id: str, stage: Stage, min_interval_s: float = 0.2):
+    def __init__(
+        self, events: EventPublisher, job_id: str, stage: Stage, detail: str = "", min_interval_s: float = 0.2
+    ):
         self._events = events
         self._job_id = job_id
         self._stage = stage
+        self._detail = detail
         self._min_interval_s = min_interval_s
         self._loop = asyncio.get_running_loop()
         self._latest: float | None = None
@@ -146,7 +155,7 @@ class ProgressReporter:
             if self._latest is not None:
                 percent, self._latest = self._latest, None
                 with contextlib.suppress(Exception):
-                    await self._events.progress(self._job_id, self._stage, percent)
+                    await self._events.progress(self._job_id, self._stage, percent, self._detail)
             await asyncio.sleep(self._min_interval_s)
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.micro import add_service
 
 from tuneforge.actors.converter.convert import score_to_midi
-from tuneforge.actors.runtime import BadInput, EventPublisher, connect, micro_handler, run_consumer
+from tuneforge.actors.runtime import WORKER_ID, BadInput, EventPublisher, connect, micro_handler, run_consumer
 from tuneforge.contracts.jobs import MIDI_CONTENT_TYPE, ConvertJob, ConvertReply, ExportJob, jobs_subject
 from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
 from tuneforge.contracts.music import MusicError, Score, decode_music
@@ -65,7 +65,7 @@ async def serve(settings: Settings, concurrency: int = 2) -> None:
 
     async def handle_job(msg: Msg) -> None:
         job = msgspec.json.decode(msg.data, type=ConvertJob)
-        await events.progress(job.job_id, "converting", 0.0)
+        await events.progress(job.job_id, "converting", 0.0, WORKER_ID)
         try:
             score_json = await blobs.read_bytes(job.score, max_bytes=MAX_UPLOAD_BYTES)
         except BlobNotFound as error:
@@ -75,7 +75,7 @@ async def serve(settings: Settings, concurrency: int = 2) -> None:
         except MusicError as error:
             raise BadInput(str(error)) from None
         reply = await converter.convert(score)
-        await events.progress(job.job_id, "converting", 100.0)
+        await events.progress(job.job_id, "converting", 100.0, WORKER_ID)
         await _hand_on(js, ExportJob(job_id=job.job_id, midi=reply.midi, options=job.options))
         await msg.ack()
 

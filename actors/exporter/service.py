@@ -20,6 +20,7 @@ from nats.micro import add_service
 
 from tuneforge.actors.exporter.render import Renderer, RenderError
 from tuneforge.actors.runtime import (
+    WORKER_ID,
     BadInput,
     EventPublisher,
     ProgressReporter,
@@ -119,8 +120,8 @@ async def serve(settings: Settings, concurrency: int = 1) -> None:
 
     async def handle_job(msg: Msg) -> None:
         job = msgspec.json.decode(msg.data, type=ExportJob)
-        await events.progress(job.job_id, "rendering", 0.0)
-        progress = ProgressReporter(events, job.job_id, "rendering")
+        await events.progress(job.job_id, "rendering", 0.0, WORKER_ID)
+        progress = ProgressReporter(events, job.job_id, "rendering", WORKER_ID)
         try:
             options = job.options
             reply = await exporter.export(
@@ -134,7 +135,7 @@ async def serve(settings: Settings, concurrency: int = 1) -> None:
             )
         finally:
             await progress.close()
-        await events.progress(job.job_id, "rendering", 100.0)
+        await events.progress(job.job_id, "rendering", 100.0, WORKER_ID)
         await _finish_or_hand_on(js, events, job, reply.audio, reply)
         await msg.ack()
 

@@ -1,0 +1,126 @@
+"""Nothing is lost: an exporter replica killed mid-render, and the job still completes, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+import nats
+import pytest
+
+from tests.conftest import REPO_ROOT, _stop
+from tests.test_nats_interface import collect
+from tuneforge.actors.converter.convert import score_to_midi
+from tuneforge.contracts.jobs import ExportJob, RenderOptions
+from tuneforge.contracts.music import Note, Score, Track
+from tuneforge.embedded import free_port, start_nats_server
+from tuneforge.storage.blobs import open_blob_store
+
+
+def dense_piece(seconds: float, voices: int) -> Score:
+    """Long held string chords: enough synthesis work to catch a replica in the middle of it."""
+    beats = seconds * 2  # 120 bpm
+    tracks = [
+        Track(
+            instrument="string_ensemble_1",
+            notes=[
+                Note(pitch=48 + 3 * v, start_beats=b, duration_beats=4.0) for b in range(0, int(beats), 4)
+            ],
+        )
+        for v in range(voices)
+    ]
+    return Score(tracks=tracks[:15], tempo_bpm=120)
+
+
+def start_exporter(nats_url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TUNEFORGE_NATS_URL": nats_url,
+        "TUNEFORGE_DATA_DIR": str(data_dir),
+        "NUMBA_CACHE_DIR": str(REPO_ROOT / ".venv" / "numba-cache"),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuneforge", "actor", "exporter"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+async def wait_for_instances(
+    nc: nats.aio.client.Client, service: str, count: int, timeout_s: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if len(await collect(nc, f"$SRV.PING.{service}")) >= count:
+            return
+    raise AssertionError(f"{service}: fewer than {count} instances")
+
+
+@pytest.mark.slow
+async def test_killed_exporter_mid_render_the_job_completes_once(tmp_path: Path) -> None:
+    nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
+    replicas = {}
+    try:
+        for _ in range(2):
+            process = start_exporter(nats_url, tmp_path)
+            replicas[process.pid] = process
+        nc = await nats.connect(nats_url)
+        await wait_for_instances(nc, "tuneforge-exporter", 2)
+        js = nc.jetstream()
+
+        store = open_blob_store("", tmp_path)
+        midi = await store.put_bytes(score_to_midi(dense_piece(600.0, 12)), "midi", "mid", "audio/midi")
+        job_id = str(uuid.uuid4())
+        events = await js.subscribe(f"tuneforge.events.{job_id}", ordered_consumer=True)
+        job = ExportJob(job_id=job_id, midi=midi, options=RenderOptions(sample_rate_hz=22050))
+        await js.publish("tuneforge.jobs.export", msgspec.json.encode(job))
+
+        # Find the replica rendering the job, and kill it once it is well into the work.
+        victim = None
+        while victim is None:
+            event = json.loads((await events.next_msg(timeout=30)).data)
+            assert event["event"] == "progress", event
+            if event["stage"] == "rendering" and event["percent"] >= 5:
+                victim = int(event["detail"].rsplit(":", 1)[1])
+        assert victim in replicas
+        os.kill(victim, signal.SIGKILL)
+        replicas[victim].wait()
+        survivor = next(pid for pid in replicas if pid != victim)
+
+        # The other replica gets the job once the dead one's ack deadline passes, and finishes it.
+        finals, workers_after_kill = [], set()
+        deadline = time.monotonic() + 120
+        while not finals and time.monotonic() < deadline:
+            event = json.loads((await events.next_msg(timeout=60)).data)
+            if event["event"] == "progress" and event["stage"] == "rendering" and event["percent"] == 0:
+                workers_after_kill.add(int(event["detail"].rsplit(":", 1)[1]))
+            if event["event"] in ("done", "failed"):
+                finals.append(event)
+        assert finals and finals[0]["event"] == "done", finals
+        assert survivor in workers_after_kill
+        assert finals[0]["result"]["duration_seconds"] >= 600.0
+
+        # Once: the stream holds exactly one final event for the job, and the work queue is empty.
+        await asyncio.sleep(2)
+        info = await js.stream_info("TUNEFORGE_EVENTS", subjects_filter=f"tuneforge.events.{job_id}")
+        history = await js.subscribe(f"tuneforge.events.{job_id}", ordered_consumer=True)
+        kinds = []
+        for _ in range(info.state.messages):
+            kinds.append(json.loads((await history.next_msg(timeout=5)).data)["event"])
+        assert kinds.count("done") == 1 and "failed" not in kinds
+        assert (await js.stream_info("TUNEFORGE_JOBS")).state.messages == 0
+        await nc.drain()
+    finally:
+        for process in replicas.values():
+            _stop(process)
+        _stop(nats_process)
