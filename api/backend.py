@@ -76,7 +76,9 @@ class RenderInput:
 
     @property
     def key(self) -> str:
-        payload = msgspec.json.encode(self.score) if self.score is not None else (self.midi or b"")
+        payload = (
+            msgspec.json.encode(self.score.canonical()) if self.score is not None else (self.midi or b"")
+        )
         return input_key(self.kind, payload, self.options)
 
 
@@ -126,6 +128,35 @@ class Backend:
         return self.js
 
     # --- jobs -----------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """A job as recorded, brought up to date with its final event if the recorder lags behind."""
+        job = await self.db.get_job(job_id)
+        if job is None or job.status in ("done", "failed") or self.js is None:
+            return job
+        try:
+            last = await self.js.get_last_msg("TUNEFORGE_EVENTS", events_subject(job_id))
+            event = EVENT_DECODER.decode(last.data or b"")
+        except Exception:  # no event yet, or the bus is away: the record stands
+            return job
+        if isinstance(event, Done):
+            return msgspec.structs.replace(
+                job,
+                status="done",
+                stage="done",
+                percent=100.0,
+                result=event.result,
+                finished_at=event.at_unix,
+            )
+        if isinstance(event, Failed):
+            return msgspec.structs.replace(
+                job,
+                status="failed",
+                stage="failed",
+                finished_at=event.at_unix,
+                error={"code": event.error.code, "message": event.error.message},
+            )
+        return job
 
     async def submit(self, render: RenderInput) -> JobRecord:
         """Accept a render job: answered from the cache, or queued on the durable work queue."""

@@ -115,7 +115,7 @@ async def blob_response(backend: Backend, ref: BlobRef, filename: str, media_typ
 
 
 async def finished_job(backend: Backend, job_id: str) -> tuple[JobRecord, JobResult]:
-    job = await backend.db.get_job(job_id)
+    job = await backend.get_job(job_id)
     if job is None:
         raise NotFoundException(f"no job {job_id}")
     if job.status == "failed":
@@ -161,7 +161,7 @@ class JobController(Controller):
 
     @get("/{job_id:str}", summary="A job's status, timings, result or error")
     async def status(self, job_id: str, backend: Backend) -> dict[str, Any]:
-        job = await backend.db.get_job(job_id)
+        job = await backend.get_job(job_id)
         if job is None:
             raise NotFoundException(f"no job {job_id}")
         return job_view(job)
@@ -205,7 +205,7 @@ class JobController(Controller):
 
     @get("/{job_id:str}/events", summary="Server-sent progress events: progress…, then done or failed")
     async def events(self, job_id: str, request: Request[Any, Any, Any], backend: Backend) -> ServerSentEvent:
-        job = await backend.db.get_job(job_id)
+        job = await backend.get_job(job_id)
         if job is None:
             raise NotFoundException(f"no job {job_id}")
         last_id = request.headers.get("last-event-id", "")

@@ -70,6 +70,7 @@ class Child:
     restart: bool
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    gave_up: bool = False
 
 
 def up(settings: Settings, host: str, port: int, replicas: dict[str, int]) -> int:
@@ -135,7 +136,7 @@ def up(settings: Settings, host: str, port: int, replicas: dict[str, int]) -> in
             for child in children:
                 assert child.process is not None
                 code = child.process.poll()
-                if code is None:
+                if code is None or child.gave_up:
                     continue
                 if not child.restart:
                     log.error("%s exited with code %s: stopping the stack", child.name, code)
@@ -144,9 +145,10 @@ def up(settings: Settings, host: str, port: int, replicas: dict[str, int]) -> in
                 now = time.monotonic()
                 child.restarts = [t for t in child.restarts if now - t < 60] + [now]
                 if len(child.restarts) > 5:
-                    log.error("%s keeps crashing (code %s): stopping the stack", child.name, code)
-                    stopping, exit_code = True, 1
-                    break
+                    # The rest keeps serving; /healthz reports this service down until it is fixed.
+                    log.error("%s keeps crashing (code %s): no more restarts", child.name, code)
+                    child.gave_up = True
+                    continue
                 log.warning("%s exited with code %s: restarting it", child.name, code)
                 spawn(child)
     except (TimeoutError, RuntimeError) as error:

@@ -1,5 +1,7 @@
 """Musical input: the `Score` (programs) and the `Grid` (the original page's body)."""
 
+from __future__ import annotations
+
 from typing import Annotated, Any
 
 import msgspec
@@ -87,6 +89,25 @@ class Score(Struct, frozen=True):
                 f"the music lasts {self.duration_seconds:.1f} s: at most "
                 f"{MAX_DURATION_SECONDS:.0f} s ({MAX_DURATION_SECONDS / 60:.0f} minutes) is allowed"
             )
+
+    def canonical(self) -> Score:
+        """The same music spelled one way (MIDI numbers, program numbers, sorted notes): the cache key."""
+        tracks = [
+            Track(
+                notes=sorted(
+                    (
+                        Note(n.midi_pitch, float(n.start_beats), float(n.duration_beats), n.velocity)
+                        for n in t.notes
+                    ),
+                    key=lambda n: (n.start_beats, n.pitch, n.duration_beats, n.velocity),
+                ),
+                instrument=0 if t.drums else t.program,
+                drums=t.drums,
+                name=t.name,
+            )
+            for t in self.tracks
+        ]
+        return Score(tracks=tracks, tempo_bpm=float(self.tempo_bpm), time_signature=self.time_signature)
 
     @property
     def note_count(self) -> int:

@@ -28,7 +28,11 @@ POSTGRES_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("TUNEFORGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Azurite's well-known development account (published in Microsoft's Azurite documentation).
-MOOD_ACTOR_BUILT = importlib.util.find_spec("tuneforge.actors.mood.service") is not None
+# The stacks wait for the mood actor once it can run: its service exists and its model is trained.
+MOOD_ACTOR_BUILT = (
+    importlib.util.find_spec("tuneforge.actors.mood.service") is not None
+    and (REPO_ROOT / "actors" / "mood" / "model.onnx").is_file()
+)
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
@@ -99,6 +103,15 @@ class Stack:
         return httpx.Client(base_url=self.base_url, timeout=timeout)
 
 
+def is_ready(base_url: str) -> bool:
+    """Every component healthy (the mood actor only once it can run)."""
+    try:
+        checks = httpx.get(f"{base_url}/healthz", timeout=2).json()["checks"]
+    except (httpx.HTTPError, KeyError, ValueError):
+        return False
+    return all(checks[s]["ok"] for s in checks if s != "tuneforge-mood" or MOOD_ACTOR_BUILT)
+
+
 def start_stack(
     name: str, data_dir: Path, nats: str, env_overrides: dict[str, str], extra_args: tuple[str, ...] = ()
 ) -> Stack:
@@ -134,8 +147,7 @@ def start_stack(
         if process.poll() is not None:
             raise RuntimeError(f"stack {name} exited:\n{log_path.read_text()[-4000:]}")
         try:
-            checks = httpx.get(f"{stack.base_url}/healthz", timeout=2).json()["checks"]
-            if all(checks[s]["ok"] for s in checks if s != "tuneforge-mood" or MOOD_ACTOR_BUILT):
+            if is_ready(stack.base_url):
                 return stack
         except (httpx.HTTPError, KeyError, ValueError):
             pass

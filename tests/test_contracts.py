@@ -94,9 +94,17 @@ def test_track_limit() -> None:
 def test_same_music_same_key_whatever_the_spelling() -> None:
     grid = decode_music(b'{"notes": [[440]], "speed": 1.0, "instrument": 0}')
     score = decode_music(score_json([{"pitch": 69, "start_beats": 0, "duration_beats": 1}]))
-    by_name = decode_music(score_json([{"pitch": 69, "start_beats": 0, "duration_beats": 1.0}]))
+    by_name = decode_music(
+        b'{"tracks": [{"instrument": "Acoustic Grand Piano", "notes": [{"pitch": "A4", "start_beats": 0,'
+        b' "duration_beats": 1.0}]}]}'
+    )
     assert isinstance(score, Score)
-    key = input_key("score", msgspec.json.encode(score), RenderOptions())
-    assert key == input_key("score", msgspec.json.encode(by_name), RenderOptions())
-    assert key != input_key("score", msgspec.json.encode(score), RenderOptions(format="flac"))
+
+    def key(music: Score, options: RenderOptions | None = None) -> str:
+        return input_key("score", msgspec.json.encode(music.canonical()), options or RenderOptions())
+
+    assert key(score) == key(by_name) == key(grid)
+    assert key(score) != key(score, RenderOptions(format="flac"))
+    other = decode_music(score_json([{"pitch": 70, "start_beats": 0, "duration_beats": 1}]))
+    assert key(other) != key(score)
     assert grid.duration_seconds == score.duration_seconds == 0.5
