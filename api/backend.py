@@ -130,7 +130,7 @@ class Backend:
     # --- jobs -----------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> JobRecord | None:
-        """A job as recorded, brought up to date with its final event if the recorder lags behind."""
+        """A job as recorded; if its final event is out but not yet recorded, as that event says."""
         job = await self.db.get_job(job_id)
         if job is None or job.status in ("done", "failed") or self.js is None:
             return job
@@ -139,7 +139,17 @@ class Backend:
             event = EVENT_DECODER.decode(last.data or b"")
         except Exception:  # no event yet, or the bus is away: the record stands
             return job
+        if not isinstance(event, Done | Failed):
+            return job
+        # The recorder is normally a few milliseconds behind: give it the chance to finish the
+        # record (with every stage's timing) before answering from the event alone.
+        for _ in range(25):
+            await asyncio.sleep(0.02)
+            recorded = await self.db.get_job(job_id)
+            if recorded is not None and recorded.status in ("done", "failed"):
+                return recorded
         if isinstance(event, Done):
+            await self.cache.set("render", job.input_sha256, event.result)
             return msgspec.structs.replace(
                 job,
                 status="done",
@@ -148,15 +158,10 @@ class Backend:
                 result=event.result,
                 finished_at=event.at_unix,
             )
-        if isinstance(event, Failed):
-            return msgspec.structs.replace(
-                job,
-                status="failed",
-                stage="failed",
-                finished_at=event.at_unix,
-                error={"code": event.error.code, "message": event.error.message},
-            )
-        return job
+        error = {"code": event.error.code, "message": event.error.message}
+        return msgspec.structs.replace(
+            job, status="failed", stage="failed", finished_at=event.at_unix, error=error
+        )
 
     async def submit(self, render: RenderInput) -> JobRecord:
         """Accept a render job: answered from the cache, or queued on the durable work queue."""
@@ -300,7 +305,9 @@ class Backend:
                 backoff = 0.5
                 while not self._stopping.is_set():
                     try:
-                        messages = await subscription.fetch(64, timeout=1)
+                        # One at a time: a batched fetch waits for its batch to fill (up to the
+                        # timeout) once the first event arrives, which would delay every record.
+                        messages = await subscription.fetch(1, timeout=5)
                     except nats.errors.TimeoutError:
                         continue
                     for msg in messages:

@@ -146,7 +146,7 @@ class AzureBlobStore:
         connection_string: str | None,
         account_url: str | None,
         container: str,
-        credential: str | None = None,
+        credential: str | dict[str, str] | None = None,
     ) -> None:
         from azure.storage.blob.aio import BlobServiceClient
 
@@ -263,10 +263,16 @@ def open_blob_store(url: str, data_dir: Path) -> BlobStore:
         return AzureBlobStore(";".join(kept) + ";", None, container)
     parsed = urlparse(url)
     if parsed.scheme in ("http", "https"):
+        # https://<account>.blob.core.windows.net/<container>, or an emulator's
+        # http://host:port/<account>/<container>.
         path = parsed.path.strip("/")
         account_path, _, container = path.rpartition("/")
         account_url = f"{parsed.scheme}://{parsed.netloc}/{account_path}".rstrip("/")
-        credential = parsed.query or os.environ.get("TUNEFORGE_BLOB_KEY") or None
+        account_name = account_path or (parsed.hostname or "").split(".")[0]
+        key = os.environ.get("TUNEFORGE_BLOB_KEY")
+        credential: str | dict[str, str] | None = parsed.query or None  # a SAS token in the URL
+        if key:
+            credential = {"account_name": account_name, "account_key": key}
         return AzureBlobStore(None, account_url, container or "tuneforge", credential)
     if parsed.scheme == "file":
         return LocalBlobStore(Path(unquote(parsed.path)))

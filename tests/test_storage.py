@@ -12,21 +12,29 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
-from tests.conftest import POSTGRES_URL, REDIS_URL
+from tests.conftest import AZURITE_KEY, POSTGRES_URL, REDIS_URL
 from tuneforge.contracts.jobs import BlobRef, Done, ErrorInfo, Failed, JobResult, Progress
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, LocalBlobStore, open_blob_store
 from tuneforge.storage.cache import ResultCache
 from tuneforge.storage.database import JobDatabase
 
 
-@pytest.fixture(params=["folder", "azurite"])
-async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+@pytest.fixture(params=["folder", "azurite", "azurite-account-url"])
+async def blobs(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[BlobStore]:
     if request.param == "folder":
         store: BlobStore = open_blob_store(str(tmp_path / "blobs"), tmp_path)
         assert isinstance(store, LocalBlobStore)
-    else:
+    elif request.param == "azurite":
         connection = request.getfixturevalue("azurite_connection_string")
         store = open_blob_store(connection + f"Container=t{uuid.uuid4().hex[:12]}", tmp_path)
+    else:
+        # The account-URL form: http://host:port/<account>/<container>, key from TUNEFORGE_BLOB_KEY.
+        connection = request.getfixturevalue("azurite_connection_string")
+        endpoint = connection.split("BlobEndpoint=")[1].rstrip(";")
+        monkeypatch.setenv("TUNEFORGE_BLOB_KEY", AZURITE_KEY)
+        store = open_blob_store(f"{endpoint}/u{uuid.uuid4().hex[:12]}", tmp_path)
     yield store
     await store.close()
 
