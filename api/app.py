@@ -15,6 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from tuneforge.api.backend import Backend
 from tuneforge.api.jobs import JobController, download
+from tuneforge.api.openapi import add_contract_schemas
 from tuneforge.api.system import STATIC_DIR, clear_cache, healthz, instruments, page
 from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
 from tuneforge.settings import Settings
@@ -41,10 +42,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if Path(STATIC_DIR).is_dir():
         route_handlers.append(create_static_files_router(path="/static", directories=[STATIC_DIR]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers,
         dependencies={"backend": Provide(provide_backend, sync_to_thread=False)},
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="TuneForge", version="0.1.0", path="/schema"),
         request_max_body_size=MAX_UPLOAD_BYTES + 64 * 1024,
     )
+    add_contract_schemas(app.openapi_schema)
+    return app

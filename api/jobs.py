@@ -17,6 +17,7 @@ from litestar.response import File, Response, ServerSentEvent, ServerSentEventMe
 
 from tuneforge.api.backend import Backend, RemoteError, ServiceTimeout, ServiceUnavailable
 from tuneforge.api.inputs import read_render_input
+from tuneforge.api.openapi import RenderBodyOperation
 from tuneforge.contracts.jobs import (
     AUDIO_CONTENT_TYPES,
     BlobRef,
@@ -125,7 +126,12 @@ async def finished_job(backend: Backend, job_id: str) -> tuple[JobRecord, JobRes
     return job, job.result
 
 
-@post("/download", status_code=200, summary="Render a Grid, a Score or a MIDI file and return the audio")
+@post(
+    "/download",
+    status_code=200,
+    summary="Render a Grid, a Score or a MIDI file and return the audio",
+    operation_class=RenderBodyOperation,
+)
 async def download(request: Request[Any, Any, Any], backend: Backend) -> Response[Any]:
     """The original TuneForge endpoint: the body (Grid or Score JSON, or a `.mid` upload) → audio file."""
     render = await read_render_input(request)
@@ -143,7 +149,7 @@ async def download(request: Request[Any, Any, Any], backend: Backend) -> Respons
 class JobController(Controller):
     path = "/jobs"
 
-    @post("/", status_code=202, summary="Queue a render job")
+    @post("/", status_code=202, summary="Queue a render job", operation_class=RenderBodyOperation)
     async def create(self, request: Request[Any, Any, Any], backend: Backend) -> dict[str, Any]:
         """Accept a Grid or Score JSON body (with optional `options`) or a `.mid` upload."""
         render = await read_render_input(request)

@@ -269,6 +269,11 @@ def test_health_reports_every_component(stack: Stack) -> None:
 def test_openapi_schema_is_served(live_stack: Stack) -> None:
     with live_stack.client() as client:
         schema = client.get("/schema/openapi.json").json()
-    assert {"/download", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/events", "/healthz"} <= set(
-        schema["paths"]
-    )
+    paths = schema["paths"]
+    assert {"/download", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/events", "/healthz"} <= set(paths)
+    body = paths["/download"]["post"]["requestBody"]["content"]
+    assert {"application/json", "audio/midi", "multipart/form-data"} <= set(body)
+    assert paths["/jobs"]["post"]["requestBody"]["content"].keys() == body.keys()
+    components = schema["components"]["schemas"]
+    assert {"Score", "Grid", "Note", "Track", "RenderOptions"} <= set(components)
+    assert components["Note"]["properties"]["velocity"]["maximum"] == 127
