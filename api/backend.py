@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Literal
 
@@ -163,14 +164,14 @@ class Backend:
             job, status="failed", stage="failed", finished_at=event.at_unix, error=error
         )
 
-    async def submit(self, render: RenderInput) -> JobRecord:
+    async def submit(self, render: RenderInput, job_id: str | None = None) -> JobRecord:
         """Accept a render job: answered from the cache, or queued on the durable work queue."""
         key = render.key
         cached = await self.cache.get("render", key, JobResult)
         if cached is not None:
             return await self.db.create_job(key, render.kind, msgspec.to_builtins(render.options), cached)
         js = self.jetstream
-        job = await self.db.create_job(key, render.kind, msgspec.to_builtins(render.options))
+        job = await self.db.create_job(key, render.kind, msgspec.to_builtins(render.options), job_id=job_id)
         job_message: msgspec.Struct
         stage: Literal["convert", "export"]
         if render.score is not None:
@@ -206,23 +207,17 @@ class Backend:
             return job, cached
         await self.require_services(*self._services_for(render))
         outcome: asyncio.Future[Done | Failed] = asyncio.get_running_loop().create_future()
-        job_id: list[str] = []
 
         async def on_event(msg: Msg) -> None:
             event = EVENT_DECODER.decode(msg.data)
-            if (
-                job_id
-                and event.job_id == job_id[0]
-                and isinstance(event, Done | Failed)
-                and not outcome.done()
-            ):
+            if isinstance(event, Done | Failed) and not outcome.done():
                 outcome.set_result(event)
 
-        # Subscribe before publishing, so the final event cannot slip past.
-        subscription = await self.nc.subscribe("tuneforge.events.*", cb=on_event)  # type: ignore[union-attr]
+        # Subscribe to this job's events before publishing it, so the final one cannot slip past.
+        job_id = str(uuid.uuid4())
+        subscription = await self.nc.subscribe(events_subject(job_id), cb=on_event)  # type: ignore[union-attr]
         try:
-            job = await self.submit(render)
-            job_id.append(job.id)
+            job = await self.submit(render, job_id)
             try:
                 final = await asyncio.wait_for(outcome, timeout_s)
             except TimeoutError:

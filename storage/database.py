@@ -102,12 +102,17 @@ class JobDatabase:
         await self.engine.dispose()
 
     async def create_job(
-        self, input_sha256: str, input_kind: str, options: dict[str, Any], result: JobResult | None = None
+        self,
+        input_sha256: str,
+        input_kind: str,
+        options: dict[str, Any],
+        result: JobResult | None = None,
+        job_id: str | None = None,
     ) -> JobRecord:
         """A new job: queued, or already done when its result came from the cache."""
         now = time.time()
         row = JobRow(
-            id=str(uuid.uuid4()),
+            id=job_id or str(uuid.uuid4()),
             input_sha256=input_sha256,
             input_kind=input_kind,
             options=options,
