@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.micro.request import Request
-from nats.micro.service import ServiceError
+from nats.micro.service import Service, ServiceError
 
 from tuneforge.contracts.jobs import (
     Done,
@@ -71,6 +71,18 @@ async def connect(url: str, name: str) -> tuple[Client, JetStreamContext]:
     js = client.jetstream(timeout=10)
     await apply_definitions(js)
     return client, js
+
+
+async def shut_down(service: Service, client: Client, timeout_s: float = 5.0) -> None:
+    """Leave NATS cleanly when it is there, promptly when it is not (it may be stopping too)."""
+    try:
+        await asyncio.wait_for(service.stop(), timeout_s)
+        await asyncio.wait_for(client.drain(), timeout_s)
+    except Exception as error:  # the server is gone or slow: in-flight jobs are redelivered anyway
+        log.warning("leaving NATS without draining: %s", type(error).__name__)
+    finally:
+        if not client.is_closed:
+            await client.close()
 
 
 def micro_handler(work: Callable[[bytes], Awaitable[msgspec.Struct]]) -> Callable[[Request], Awaitable[None]]:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+def die_with_parent() -> None:
+    """In a child before exec: have Linux send SIGTERM when the parent dies, even by SIGKILL,
+    so a killed supervisor never leaves servers and actors running on their own."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def nats_server_binary() -> str:
@@ -58,6 +68,7 @@ def start_nats_server(
     if port is None:
         port = 4222 if port_is_free(host, 4222) else free_port(host)
     store_dir.mkdir(parents=True, exist_ok=True)
+    log_path = store_dir / "nats-server.log"
     process = subprocess.Popen(
         [
             nats_server_binary(),
@@ -70,10 +81,17 @@ def start_nats_server(
             str(store_dir),
             "--server_name",
             "tuneforge-embedded",
+            "--log",
+            str(log_path),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
-    wait_for_port(host, port, 15.0, process)
+    try:
+        wait_for_port(host, port, 15.0, process)
+    except (RuntimeError, TimeoutError) as error:
+        tail = log_path.read_text()[-2000:] if log_path.exists() else ""
+        raise RuntimeError(f"nats-server did not start: {error}\n{tail}") from None
     return process, f"nats://{host}:{port}"

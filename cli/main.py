@@ -16,15 +16,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneforge.embedded import port_is_free, start_nats_server, wait_for_port
+from tuneforge.embedded import die_with_parent, port_is_free, start_nats_server, wait_for_port
 from tuneforge.settings import Settings
 
 log = logging.getLogger("tuneforge")
 ACTORS = ("converter", "exporter", "mood")
+STOP_GRACE_S = 15.0
 
 
 def _configure_logging() -> None:
@@ -45,8 +47,21 @@ def run_actor(name: str, settings: Settings) -> None:
     async def main() -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
+        signals = 0
+
+        def stop() -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                os._exit(1)  # asked twice: leave now
+            # A clean stop leaves NATS politely, but a library waiting on a vanished server must
+            # not keep the process alive: unacked jobs are redelivered to another replica anyway.
+            threading.Timer(STOP_GRACE_S, os._exit, args=(0,)).start()
+            assert task is not None
+            task.cancel()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, task.cancel)  # type: ignore[union-attr]
+            loop.add_signal_handler(signum, stop)
         try:
             await serve(settings)
         except asyncio.CancelledError:
@@ -110,7 +125,9 @@ def up(settings: Settings, host: str, port: int, replicas: dict[str, int]) -> in
 
     def spawn(child: Child) -> None:
         # Own session: Ctrl-C reaches only this supervisor, which stops the children in order.
-        child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)
+        child.process = subprocess.Popen(
+            child.argv, env=env, start_new_session=True, preexec_fn=die_with_parent
+        )
 
     stopping = False
 

@@ -103,3 +103,34 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Even SIGKILL on `tuneforge up` (no chance to clean up) takes nats-server and the actors with it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "TUNEFORGE_NATS_URL"}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "tuneforge", "up", "--port", str(port), "--data-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, 120, up)
+        children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
+        assert len(children) >= 4
+        up.kill()
+        up.wait()
+        deadline = time.monotonic() + 20
+        alive = children
+        while alive and time.monotonic() < deadline:
+            alive = [
+                pid
+                for pid in children
+                if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+            ]
+            time.sleep(0.2)
+        assert not alive, f"still running: {alive}"
+    finally:
+        if up.poll() is None:
+            up.kill()

@@ -15,7 +15,15 @@ from nats.js import JetStreamContext
 from nats.micro import add_service
 
 from tuneforge.actors.converter.convert import score_to_midi
-from tuneforge.actors.runtime import WORKER_ID, BadInput, EventPublisher, connect, micro_handler, run_consumer
+from tuneforge.actors.runtime import (
+    WORKER_ID,
+    BadInput,
+    EventPublisher,
+    connect,
+    micro_handler,
+    run_consumer,
+    shut_down,
+)
 from tuneforge.contracts.jobs import MIDI_CONTENT_TYPE, ConvertJob, ConvertReply, ExportJob, jobs_subject
 from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
 from tuneforge.contracts.music import MusicError, Score, decode_music
@@ -85,8 +93,7 @@ async def serve(settings: Settings, concurrency: int = 2) -> None:
         await run_consumer(js, "converter", handle_job, events, "converting", concurrency, stopping)
     finally:
         stopping.set()
-        await service.stop()
-        await client.drain()
+        await shut_down(service, client)
         await blobs.close()
 
 

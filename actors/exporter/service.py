@@ -27,6 +27,7 @@ from tuneforge.actors.runtime import (
     connect,
     micro_handler,
     run_consumer,
+    shut_down,
 )
 from tuneforge.contracts.jobs import (
     AUDIO_CONTENT_TYPES,
@@ -145,8 +146,7 @@ async def serve(settings: Settings, concurrency: int = 1) -> None:
         await run_consumer(js, "exporter", handle_job, events, "rendering", concurrency, stopping)
     finally:
         stopping.set()
-        await service.stop()
-        await client.drain()
+        await shut_down(service, client)
         await blobs.close()
         renderer.close()
 
