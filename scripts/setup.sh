@@ -33,15 +33,29 @@ if (( ${#missing[@]} )); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "TuneForge needs Python 3.11 or newer")'
-[[ -x .venv/bin/python ]] || python3 -m venv .venv
-extras="train"
-(( want_test )) && extras="dev,train"
-stamp=".venv/.tuneforge-deps-$(sha256sum pyproject.toml | cut -c1-16)-${extras/,/-}"
+# Python 3.11 or newer: the default python3 if it is recent enough, else a versioned one
+# (installed from the distribution's packages where it has them, e.g. Ubuntu 22.04).
+python=""
+for candidate in python3 python3.13 python3.12 python3.11; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    python="$candidate"; break
+  fi
+done
+if [[ -z "$python" ]]; then
+  echo "setup: installing Python 3.11"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3.11 python3.11-venv \
+    python3.11-dev >/dev/null
+  python=python3.11
+fi
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+extras=""
+(( want_test )) && extras="[dev,train]"
+stamp=".venv/.tuneforge-deps-$(sha256sum pyproject.toml | cut -c1-16)-$( (( want_test )) && echo test || echo run)"
 if [[ ! -f "$stamp" ]]; then
   echo "setup: installing Python dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-  .venv/bin/python -m pip install -q -e ".[${extras}]" --config-settings editable_mode=strict
+  .venv/bin/python -m pip install -q -e ".${extras}" --config-settings editable_mode=strict
   rm -f .venv/.tuneforge-deps-*; touch "$stamp"
 else
   # Strict editable installs link each file: relink so new modules are importable.
