@@ -57,7 +57,7 @@ class Exporter:
         self.work_dir = work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
         # One render per core at most: libfluidsynth releases the GIL, one synth per thread.
-        self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+        self._slots = asyncio.Semaphore(default_concurrency())
 
     async def export(
         self, request: ExportRequest, on_progress: Callable[[float], None] | None = None
@@ -102,7 +102,13 @@ class Exporter:
         return await self.export(msgspec.json.decode(data, type=ExportRequest))
 
 
-async def serve(settings: Settings, concurrency: int = 1) -> None:
+def default_concurrency() -> int:
+    """Jobs one replica renders at once: one per core (one warm synth per thread), or the env's."""
+    return int(os.environ.get("TUNEFORGE_EXPORTER_CONCURRENCY", "0")) or max(1, os.cpu_count() or 1)
+
+
+async def serve(settings: Settings, concurrency: int | None = None) -> None:
+    concurrency = concurrency or default_concurrency()
     blobs = open_blob_store(settings.blob_url, settings.data_dir)
     renderer = Renderer(settings.soundfont_dir)
     await asyncio.to_thread(renderer.warm_up)  # SoundFont load is a start-up cost, not a request cost
