@@ -56,7 +56,9 @@ def run_actor(name: str, settings: Settings) -> None:
                 os._exit(1)  # asked twice: leave now
             # A clean stop leaves NATS politely, but a library waiting on a vanished server must
             # not keep the process alive: unacked jobs are redelivered to another replica anyway.
-            threading.Timer(STOP_GRACE_S, os._exit, args=(0,)).start()
+            watchdog = threading.Timer(STOP_GRACE_S, os._exit, args=(0,))
+            watchdog.daemon = True  # it must not itself keep a finished process alive
+            watchdog.start()
             assert task is not None
             task.cancel()
 
