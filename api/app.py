@@ -15,6 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from tuneforge.api.backend import Backend
 from tuneforge.api.jobs import JobController, download
+from tuneforge.api.mood import get_mood, job_mood, mood
 from tuneforge.api.openapi import add_contract_schemas
 from tuneforge.api.system import STATIC_DIR, clear_cache, healthz, instruments, page
 from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return backend
 
     route_handlers: list = [download, JobController, healthz, clear_cache, instruments, page]
+    route_handlers += [get_mood, mood, job_mood]
     if Path(STATIC_DIR).is_dir():
         route_handlers.append(create_static_files_router(path="/static", directories=[STATIC_DIR]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,10 +1,13 @@
 """Render options, blob references, durable job messages and their progress events."""
 
 import hashlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
+
+# A module import: contracts.mood imports this module too (for BlobRef).
+from tuneforge.contracts import mood as _mood
 
 AudioFormat = Literal["wav", "flac", "ogg"]
 SampleRateHz = Literal[22050, 44100, 48000]
@@ -117,7 +120,7 @@ class JobResult(Struct, frozen=True):
     duration_seconds: float
     sample_rate_hz: int
     format: AudioFormat
-    mood: dict[str, Any] | None = None
+    mood: "_mood.Mood | None" = None
 
 
 # --- progress events (`tuneforge.events.<job_id>`, persisted in a stream) --------------------

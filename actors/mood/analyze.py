@@ -1,0 +1,152 @@
+"""Audio file (+ the MIDI it came from, when known) → `Mood`. Pure work: no NATS, no storage.
+
+The file is streamed once into frame features (see `features.py`); the whole piece and each
+timeline window are summarised from those frames and run through the ONNX model. Windows
+are `WINDOW_SECONDS` long and each is judged on its own window plus `CONTEXT_SECONDS` either
+side, since a mood needs a few bars to show. Confidence is the winning probability, scaled
+down for clips shorter than `FULL_CONFIDENCE_SECONDS` and for audio that is mostly silence.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tuneforge.actors.mood import features as F
+from tuneforge.actors.mood.model import LABELS, MoodModel, Prediction, load_model
+from tuneforge.contracts.mood import Mood, MoodFeatures, MoodWindow
+
+WINDOW_SECONDS = 5.0
+CONTEXT_SECONDS = 5.0
+FULL_CONFIDENCE_SECONDS = 10.0
+AudioError = F.AudioError
+
+
+def _num(value: float, digits: int) -> float:
+    """A plain Python float (numpy scalars do not serialise), rounded."""
+    return round(float(value), digits)
+
+
+def _confidence(prediction: Prediction, seconds: float, sounding_fraction: float) -> float:
+    length_factor = min(1.0, math.sqrt(max(seconds, 0.0) / FULL_CONFIDENCE_SECONDS))
+    sound_factor = min(1.0, sounding_fraction / 0.25)
+    return _num(float(prediction.probabilities.max()) * length_factor * sound_factor, 4)
+
+
+def _features(audio: F.SpanSummary, midi: F.MidiSummary | None, notes: F.MidiNotes | None) -> MoodFeatures:
+    midi_tempo = notes.tempo_bpm if notes is not None else None
+    use_midi_key = midi is not None and midi.key_confidence > 0
+    return MoodFeatures(
+        tempo_bpm=_num(midi_tempo if midi_tempo else audio.tempo_bpm, 2),
+        key=midi.key if use_midi_key and midi is not None else audio.key,
+        mode=(midi.mode if use_midi_key and midi is not None else audio.mode),  # type: ignore[arg-type]
+        key_confidence=_num(
+            midi.key_confidence if use_midi_key and midi is not None else audio.key_confidence, 3
+        ),
+        loudness_db=_num(max(audio.loudness_db, -120.0), 2),
+        dynamic_range_db=_num(audio.dynamic_range_db, 2),
+        brightness_hz=_num(audio.brightness_hz, 1),
+        onset_rate_per_s=_num(audio.onset_rate_per_s, 3),
+        note_density_per_s=_num(midi.note_density_per_s, 3) if midi is not None else None,
+        tempo_source="midi" if midi_tempo else "audio",
+    )
+
+
+def _probabilities(prediction: Prediction) -> dict[str, float]:
+    return {label: round(float(p), 4) for label, p in zip(LABELS, prediction.probabilities, strict=True)}
+
+
+def analyze(
+    audio_path: Path,
+    midi: bytes | None = None,
+    model: MoodModel | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    window_seconds: float = WINDOW_SECONDS,
+) -> Mood:
+    """The mood of an audio file; `AudioError` if it is not decodable audio, `ValueError` for bad MIDI."""
+    started = time.perf_counter()
+    model = model or load_model()
+    notes = F.read_midi_notes(midi) if midi is not None else None
+
+    def frames_progress(percent: float) -> None:
+        if on_progress is not None:
+            on_progress(percent * 0.9)
+
+    piece = F.audio_frames(audio_path, frames_progress)
+    duration = piece.info.duration_seconds
+    if duration <= 0 or piece.n_frames == 0:
+        raise AudioError("the audio file contains no samples")
+    frames = piece.frames
+
+    whole = F.span_features(frames)
+    whole_midi = F.midi_span_features(notes, 0.0, duration) if notes is not None else None
+
+    # Timeline windows, each judged with some context on both sides.
+    starts = np.arange(0.0, duration, window_seconds) if duration > window_seconds else np.zeros(0)
+    spans: list[tuple[float, float, F.SpanSummary, F.MidiSummary | None]] = []
+    for start in starts:
+        end = min(duration, start + window_seconds)
+        lo = max(0.0, start - CONTEXT_SECONDS)
+        hi = min(duration, end + CONTEXT_SECONDS)
+        summary = F.span_features(
+            frames[int(lo * F.FRAME_RATE) : max(int(hi * F.FRAME_RATE), int(lo * F.FRAME_RATE) + 1)]
+        )
+        midi_summary = F.midi_span_features(notes, lo, hi) if notes is not None else None
+        spans.append((float(start), float(end), summary, midi_summary))
+
+    audio_rows = np.vstack([whole.vector, *(s[2].vector for s in spans)])
+    midi_rows = None
+    if whole_midi is not None:
+        midi_rows = np.vstack([whole_midi.vector, *(s[3].vector for s in spans if s[3] is not None)])
+    predictions = model.predict(audio_rows, midi_rows)
+    overall = predictions[0]
+
+    timeline = [
+        MoodWindow(
+            start_seconds=_num(start, 3),
+            end_seconds=_num(end, 3),
+            label=prediction.label,  # type: ignore[arg-type]
+            quadrant=prediction.quadrant,  # type: ignore[arg-type]
+            valence=round(prediction.valence, 4),
+            arousal=round(prediction.arousal, 4),
+            confidence=_confidence(
+                prediction,
+                min(duration, end + CONTEXT_SECONDS) - max(0.0, start - CONTEXT_SECONDS),
+                summary.sounding_fraction,
+            ),
+            probabilities=_probabilities(prediction),
+            features=_features(summary, midi_summary, notes),
+        )
+        for (start, end, summary, midi_summary), prediction in zip(spans, predictions[1:], strict=True)
+    ]
+    if on_progress is not None:
+        on_progress(100.0)
+    return Mood(
+        label=overall.label,  # type: ignore[arg-type]
+        quadrant=overall.quadrant,  # type: ignore[arg-type]
+        valence=round(overall.valence, 4),
+        arousal=round(overall.arousal, 4),
+        confidence=_confidence(overall, duration, whole.sounding_fraction),
+        probabilities=_probabilities(overall),
+        features=_features(whole, whole_midi, notes),
+        duration_seconds=_num(duration, 3),
+        timeline=timeline,
+        sample_rate_hz=int(piece.info.sample_rate_hz),
+        channels=int(piece.info.channels),
+        model=model.name(notes is not None),
+        analysis_seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def warm_up(model: MoodModel | None = None) -> None:
+    """Compile librosa's numba code and load the model once, ahead of the first request."""
+    rng = np.random.default_rng(0)
+    y = (
+        0.1 * np.sin(2 * np.pi * 440 * np.arange(F.SR * 2) / F.SR) + 0.01 * rng.standard_normal(F.SR * 2)
+    ).astype(np.float32)
+    summary = F.span_features(F.signal_frames(y))
+    (model or load_model()).predict(summary.vector)

@@ -1,0 +1,122 @@
+"""The committed mood model, run with onnxruntime: feature vector → quadrant probabilities.
+
+`model.json` (next to the `.onnx` files) names the features each model reads, their
+normalisation (mean and scale of the training set), the label order and the metrics.
+Two models share that contract: `audio` (any audio) and `audio_midi` (audio rendered from a
+known MIDI file: the audio features followed by the MIDI features).
+
+Valence and arousal are read off the quadrant probabilities:
+valence = P(Q1) + P(Q4) − P(Q2) − P(Q3), arousal = P(Q1) + P(Q2) − P(Q3) − P(Q4), both in [−1, 1].
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+MODEL_DIR = Path(__file__).resolve().parent
+LABELS = ("happy", "tense", "sad", "calm")
+QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
+VALENCE_SIGN = np.array([1.0, -1.0, -1.0, 1.0])
+AROUSAL_SIGN = np.array([1.0, 1.0, -1.0, -1.0])
+
+
+class ModelMissing(RuntimeError):
+    """No trained model next to this module: run `python -m tuneforge.actors.mood.train`."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: np.ndarray  # P(Q1..Q4), sums to 1
+    quadrant_index: int
+
+    @property
+    def valence(self) -> float:
+        return float(np.clip(self.probabilities @ VALENCE_SIGN, -1.0, 1.0))
+
+    @property
+    def arousal(self) -> float:
+        return float(np.clip(self.probabilities @ AROUSAL_SIGN, -1.0, 1.0))
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.quadrant_index]
+
+    @property
+    def quadrant(self) -> str:
+        return QUADRANTS[self.quadrant_index]
+
+
+class _Head:
+    def __init__(self, directory: Path, spec: dict) -> None:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # a tiny model: threads only cost here
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(directory / spec["file"]), options, providers=["CPUExecutionProvider"]
+        )
+        self.features: list[str] = list(spec["features"])
+        self.mean = np.asarray(spec["mean"], dtype=np.float32)
+        self.scale = np.asarray(spec["scale"], dtype=np.float32)
+        self.input_name = self.session.get_inputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = spec.get("probability_output", outputs[-1])
+        # Classes as the classifier saw them (indices into QUADRANTS).
+        self.class_order: list[int] = list(spec.get("class_order", range(4)))
+        self.decision: str = spec.get("decision", "argmax")
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        x = ((np.asarray(rows, dtype=np.float32) - self.mean) / self.scale).astype(np.float32)
+        (raw,) = self.session.run([self.output_name], {self.input_name: x})
+        probabilities = np.zeros((len(x), 4))
+        probabilities[:, self.class_order] = np.asarray(raw, dtype=np.float64)
+        probabilities = np.clip(probabilities, 0.0, None)
+        return probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-12)
+
+
+class MoodModel:
+    """The `audio` and `audio_midi` ONNX models described by `model.json`."""
+
+    def __init__(self, directory: Path = MODEL_DIR) -> None:
+        meta_path = directory / "model.json"
+        if not meta_path.is_file():
+            raise ModelMissing(f"no mood model at {meta_path}: run python -m tuneforge.actors.mood.train")
+        self.meta = json.loads(meta_path.read_text())
+        self.version: str = self.meta.get("version", "")
+        self.heads = {name: _Head(directory, spec) for name, spec in self.meta["models"].items()}
+
+    def predict(self, audio: np.ndarray, midi: np.ndarray | None = None) -> list[Prediction]:
+        """Predictions for rows of audio features (and, when known, MIDI features)."""
+        audio = np.atleast_2d(audio)
+        if midi is not None and "audio_midi" in self.heads:
+            head = self.heads["audio_midi"]
+            probabilities = head(np.hstack([audio, np.atleast_2d(midi)]))
+        else:
+            head = self.heads["audio"]
+            probabilities = head(audio)
+        return [Prediction(p, self._decide(p, head.decision)) for p in probabilities]
+
+    @staticmethod
+    def _decide(p: np.ndarray, decision: str) -> int:
+        if decision == "marginals":
+            # The quadrant of the (valence, arousal) point: label and coordinates always agree.
+            valence, arousal = p @ VALENCE_SIGN, p @ AROUSAL_SIGN
+            return {(True, True): 0, (False, True): 1, (False, False): 2, (True, False): 3}[
+                (valence >= 0, arousal >= 0)
+            ]
+        return int(np.argmax(p))
+
+    def name(self, with_midi: bool) -> str:
+        head = "audio_midi" if with_midi and "audio_midi" in self.heads else "audio"
+        return f"{head}@{self.version}"
+
+
+@functools.cache
+def load_model(directory: Path = MODEL_DIR) -> MoodModel:
+    """The model, loaded once per process."""
+    return MoodModel(directory)

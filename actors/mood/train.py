@@ -1,0 +1,436 @@
+"""Train the mood model from EMOPIA, reproducibly, with one command.
+
+    python -m tuneforge.actors.mood.train [--emopia ../shared/data/emopia] [--out actors/mood]
+                                          [--cache data/mood-train]
+
+1. render: every clip goes through the project's own exporter (`Renderer`, libfluidsynth) to
+   FLAC in the cache folder (outside the repository). `train` clips are rendered in several
+   variants as augmentation — piano on FluidR3 at 44.1 kHz (the service's default render),
+   piano on TimGM6mb, and two other General MIDI instruments picked at random (seeded) per
+   clip on a random SoundFont; `val` clips as piano on FluidR3 at 44.1 kHz (what is scored)
+   plus one other-instrument variant (a robustness figure).
+2. features: the same `features.py` code the actor runs, on the rendered audio (and the MIDI).
+3. fit: candidate models are compared by song-grouped 5-fold cross-validation on `train`
+   (clips of one song never straddle folds; augmented variants stay with their clip), the
+   best on cross-validation is refitted on all of `train` and scored once on `val`. Both the
+   audio-only model (uploaded audio) and the audio+MIDI model (audio rendered from MIDI) are
+   exported to ONNX with skl2onnx; `model.json` records features, normalisation, labels,
+   versions and the metrics.
+
+Everything is seeded; the cache makes a re-run skip what is already rendered.
+Needs the `train` extra (scikit-learn, skl2onnx); the actor itself needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mido
+import numpy as np
+
+from tuneforge.actors.mood import features as F
+
+log = logging.getLogger("tuneforge.mood.train")
+SEED = 20240601
+QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
+# Pitched General MIDI programs that can carry a polyphonic piano part.
+AUGMENT_PROGRAMS = (1, 2, 4, 5, 6, 7, 11, 16, 19, 24, 25, 46, 48, 52, 0)
+SOUNDFONTS = ("fluidr3_gm", "timgm6mb")
+COMMAND = "python -m tuneforge.actors.mood.train --emopia ../shared/data/emopia --out actors/mood"
+
+
+@dataclass(frozen=True)
+class Clip:
+    file: str
+    quadrant: str
+    split: str
+    song_id: str
+    seconds: float
+
+    @property
+    def name(self) -> str:
+        return Path(self.file).stem
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    program: int
+    soundfont: str
+    sample_rate_hz: int
+
+
+def read_labels(emopia: Path) -> list[Clip]:
+    with (emopia / "labels.csv").open(newline="") as handle:
+        return [
+            Clip(row["file"], row["quadrant"], row["split"], row["song_id"], float(row["seconds"]))
+            for row in csv.DictReader(handle)
+        ]
+
+
+def variants_for(clip: Clip, seed: int = SEED) -> list[Variant]:
+    """The renders of one clip: deterministic given the clip name and the seed."""
+    rng = random.Random(f"{seed}:{clip.name}")
+    canonical = Variant("piano", 0, "fluidr3_gm", 44100)
+    if clip.split == "val":
+        program = rng.choice(AUGMENT_PROGRAMS[:-1])
+        return [canonical, Variant(f"gm{program}", program, rng.choice(SOUNDFONTS), 22050)]
+    programs = rng.sample(AUGMENT_PROGRAMS[:-1], 2)
+    return [
+        canonical,
+        Variant("piano-timgm", 0, "timgm6mb", 22050),
+        *(Variant(f"gm{p}", p, rng.choice(SOUNDFONTS), 22050) for p in programs),
+    ]
+
+
+def with_program(midi: bytes, program: int) -> bytes:
+    """The MIDI with every melodic channel switched to `program` (EMOPIA clips are piano)."""
+    source = mido.MidiFile(file=io.BytesIO(midi))
+    channels = sorted(
+        {m.channel for t in source.tracks for m in t if hasattr(m, "channel") and m.channel != 9}
+    )
+    for track in source.tracks:
+        for index, message in enumerate(track):
+            if message.type == "program_change" and message.channel != 9:
+                track[index] = message.copy(program=program)
+    target = source.tracks[-1] if source.tracks else source.add_track()
+    for channel in channels:
+        target.insert(0, mido.Message("program_change", channel=channel, program=program, time=0))
+    out = io.BytesIO()
+    source.save(file=out)
+    return out.getvalue()
+
+
+def render_all(clips: list[Clip], emopia: Path, cache: Path, soundfont_dir: Path) -> None:
+    from tuneforge.actors.exporter.render import Renderer
+
+    renderer = Renderer(soundfont_dir)
+    audio_dir = cache / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    todo = [
+        (c, v) for c in clips for v in variants_for(c) if not (audio_dir / f"{c.name}.{v.name}.flac").exists()
+    ]
+    log.info(
+        "render: %d clips × variants to render (%d cached)",
+        len(todo),
+        sum(len(variants_for(c)) for c in clips) - len(todo),
+    )
+    started = time.perf_counter()
+    for i, (clip, variant) in enumerate(todo):
+        midi = (emopia / clip.file).read_bytes()
+        if variant.program:
+            midi = with_program(midi, variant.program)
+        out = audio_dir / f"{clip.name}.{variant.name}.flac"
+        tmp = out.with_suffix(".tmp.flac")
+        renderer.render(midi, tmp, "flac", variant.sample_rate_hz, variant.soundfont, clip.seconds + 5)
+        tmp.rename(out)
+        if (i + 1) % 100 == 0:
+            log.info("render: %d/%d (%.0f s)", i + 1, len(todo), time.perf_counter() - started)
+    renderer.close()
+
+
+def feature_path(cache: Path) -> Path:
+    return cache / f"features-v{F.FEATURE_VERSION}.npz"
+
+
+def extract_all(clips: list[Clip], emopia: Path, cache: Path) -> dict[str, np.ndarray]:
+    """Audio and MIDI feature vectors of every render; cached per feature version."""
+    path = feature_path(cache)
+    if path.exists():
+        data = dict(np.load(path, allow_pickle=False))
+        if int(data.get("n_rows", 0)) == sum(len(variants_for(c)) for c in clips):
+            return data
+    rows_audio, rows_midi, meta = [], [], []
+    started = time.perf_counter()
+    for i, clip in enumerate(clips):
+        midi = (emopia / clip.file).read_bytes()
+        notes = F.read_midi_notes(midi)
+        midi_vector = F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)).vector
+        for variant in variants_for(clip):
+            frames = F.audio_frames(cache / "audio" / f"{clip.name}.{variant.name}.flac").frames
+            rows_audio.append(F.span_features(frames).vector)
+            rows_midi.append(midi_vector)
+            meta.append((clip.name, clip.quadrant, clip.split, clip.song_id, variant.name))
+        if (i + 1) % 100 == 0:
+            log.info("features: %d/%d clips (%.0f s)", i + 1, len(clips), time.perf_counter() - started)
+    data = {
+        "audio": np.array(rows_audio, dtype=np.float32),
+        "midi": np.array(rows_midi, dtype=np.float32),
+        "clip": np.array([m[0] for m in meta]),
+        "quadrant": np.array([m[1] for m in meta]),
+        "split": np.array([m[2] for m in meta]),
+        "song": np.array([m[3] for m in meta]),
+        "variant": np.array([m[4] for m in meta]),
+        "n_rows": np.array(len(meta)),
+    }
+    np.savez(path, **data)
+    return data
+
+
+# --- fit -----------------------------------------------------------------------------------------
+
+
+def candidates(seed: int) -> dict[str, object]:
+    """The models compared by cross-validation (all exportable by skl2onnx)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, VotingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.svm import SVC
+
+    def svc(c: float) -> SVC:
+        return SVC(C=c, gamma="scale", probability=True, random_state=seed)
+
+    def gbt(rate: float) -> HistGradientBoostingClassifier:
+        return HistGradientBoostingClassifier(
+            max_depth=3, learning_rate=rate, max_iter=200, l2_regularization=1.0, random_state=seed
+        )
+
+    def logreg(c: float) -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=5000)
+
+    return {
+        "logreg-C0.03": logreg(0.03),
+        "logreg-C0.1": logreg(0.1),
+        "logreg-C1": logreg(1.0),
+        "svc-C0.5": svc(0.5),
+        "svc-C1": svc(1.0),
+        "svc-C3": svc(3.0),
+        "gbt-lr0.03": gbt(0.03),
+        "gbt-lr0.1": gbt(0.1),
+        "mlp-64": MLPClassifier(
+            hidden_layer_sizes=(64,), alpha=1.0, max_iter=1000, early_stopping=False, random_state=seed
+        ),
+        "vote-svc-logreg-gbt": VotingClassifier(
+            [("svc", svc(1.0)), ("logreg", logreg(0.1)), ("gbt", gbt(0.03))], voting="soft"
+        ),
+    }
+
+
+def quadrant_of(valence: np.ndarray, arousal: np.ndarray) -> np.ndarray:
+    return np.where(arousal >= 0, np.where(valence >= 0, 0, 1), np.where(valence >= 0, 3, 2))
+
+
+def scores(probabilities: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """4-quadrant accuracy (argmax and marginal decisions), arousal and valence accuracy."""
+    valence = probabilities @ np.array([1.0, -1.0, -1.0, 1.0])
+    arousal = probabilities @ np.array([1.0, 1.0, -1.0, -1.0])
+    true_valence = np.isin(y, (0, 3))
+    true_arousal = np.isin(y, (0, 1))
+    return {
+        "quadrant_argmax": float(np.mean(probabilities.argmax(axis=1) == y)),
+        "quadrant_marginals": float(np.mean(quadrant_of(valence, arousal) == y)),
+        "arousal": float(np.mean((arousal >= 0) == true_arousal)),
+        "valence": float(np.mean((valence >= 0) == true_valence)),
+    }
+
+
+def confusion(predicted: np.ndarray, y: np.ndarray) -> list[list[int]]:
+    matrix = np.zeros((4, 4), dtype=int)
+    np.add.at(matrix, (y, predicted), 1)
+    return matrix.tolist()
+
+
+def _fit(model: object, x: np.ndarray, y: np.ndarray) -> object:
+    from sklearn.base import clone
+
+    fitted = clone(model)
+    fitted.fit(x, y)
+    return fitted
+
+
+def cross_validate(
+    model: object, x: np.ndarray, y: np.ndarray, groups: np.ndarray, scored: np.ndarray, seed: int
+) -> dict[str, list[float]]:
+    """Song-grouped, quadrant-stratified 5-fold CV; scored on the canonical render of held-out songs."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    results: dict[str, list[float]] = {}
+    for fit_rows, test_rows in folds.split(x, y, groups):
+        fitted = _fit(model, x[fit_rows], y[fit_rows])
+        test_rows = test_rows[scored[test_rows]]
+        for name, value in scores(fitted.predict_proba(x[test_rows]), y[test_rows]).items():  # type: ignore[attr-defined]
+            results.setdefault(name, []).append(value)
+    return results
+
+
+def to_onnx(model: object, n_features: int, path: Path) -> None:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onnx_model = convert_sklearn(
+        model,
+        initial_types=[("features", FloatTensorType([None, n_features]))],
+        options={id(model): {"zipmap": False}},
+        target_opset=17,
+    )
+    path.write_bytes(onnx_model.SerializeToString())
+
+
+def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list[str] | None = None) -> dict:
+    import warnings
+
+    import onnxruntime
+    import skl2onnx
+    import sklearn
+    from sklearn.preprocessing import StandardScaler
+
+    # SVC(probability=True) is deprecated from scikit-learn 1.9 (still there until 1.11); skl2onnx
+    # converts it directly, so it stays until the converter handles its replacement.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
+
+    y = np.searchsorted(np.array(QUADRANTS), data["quadrant"])
+    train = data["split"] == "train"
+    val = data["split"] == "val"
+    canonical = data["variant"] == "piano"
+    feature_sets = {
+        "audio": (data["audio"], list(F.AUDIO_FEATURE_NAMES), "model.onnx"),
+        "audio_midi": (
+            np.hstack([data["audio"], data["midi"]]),
+            [*F.AUDIO_FEATURE_NAMES, *F.MIDI_FEATURE_NAMES],
+            "model_midi.onnx",
+        ),
+    }
+    meta: dict = {
+        "version": f"emopia-v{F.FEATURE_VERSION}-seed{seed}",
+        "labels": ["happy", "tense", "sad", "calm"],
+        "quadrants": list(QUADRANTS),
+        "models": {},
+        "training": {
+            "data": "EMOPIA (CC BY-NC-SA 4.0) train split; model chosen by song-grouped 5-fold CV on train",
+            "train_clips": len(set(data["clip"][train])),
+            "val_clips": len(set(data["clip"][val])),
+            "train_rows": int(train.sum()),
+            "augmentation": "piano FluidR3 44.1 kHz; piano TimGM6mb 22.05 kHz; 2 random GM programs "
+            f"from {list(AUGMENT_PROGRAMS[:-1])} on a random SoundFont, 22.05 kHz",
+            "seed": seed,
+            "command": COMMAND,
+            "versions": {"scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__},
+        },
+    }
+    for head, (x_all, names, filename) in feature_sets.items():
+        scaler = StandardScaler().fit(x_all[train])
+        scale = np.where(scaler.scale_ > 1e-8, scaler.scale_, 1.0)
+        x = ((x_all - scaler.mean_) / scale).astype(np.float32)
+        cv_table = {}
+        for name, model in candidates(seed).items():
+            if only and name not in only:
+                continue
+            started = time.perf_counter()
+            cv = cross_validate(model, x[train], y[train], data["song"][train], canonical[train], seed)
+            cv_table[name] = {
+                k: [round(float(np.mean(v)), 4), round(float(np.std(v)), 4)] for k, v in cv.items()
+            }
+            log.info(
+                "%s %-22s CV 4Q %.3f±%.3f (marginals %.3f) arousal %.3f valence %.3f (%.0f s)",
+                head,
+                name,
+                np.mean(cv["quadrant_argmax"]),
+                np.std(cv["quadrant_argmax"]),
+                np.mean(cv["quadrant_marginals"]),
+                np.mean(cv["arousal"]),
+                np.mean(cv["valence"]),
+                time.perf_counter() - started,
+            )
+        best = max(
+            cv_table,
+            key=lambda n: max(cv_table[n]["quadrant_argmax"][0], cv_table[n]["quadrant_marginals"][0]),
+        )
+        decision = (
+            "marginals"
+            if cv_table[best]["quadrant_marginals"][0] > cv_table[best]["quadrant_argmax"][0]
+            else "argmax"
+        )
+        model = _fit(candidates(seed)[best], x[train], y[train])
+        path = out / filename
+        to_onnx(model, x.shape[1], path)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        onnx_probabilities = session.run(["probabilities"], {"features": x[val]})[0]
+        sk_probabilities = model.predict_proba(x[val])  # type: ignore[attr-defined]
+        max_diff = float(np.abs(onnx_probabilities - sk_probabilities).max())
+        val_metrics = {}
+        for subset, rows in (("piano_fluidr3", val & canonical), ("other_instrument", val & ~canonical)):
+            p = session.run(["probabilities"], {"features": x[rows]})[0]
+            metric = scores(p, y[rows])
+            metric["quadrant"] = metric[f"quadrant_{decision}"]
+            predicted = (
+                p.argmax(axis=1)
+                if decision == "argmax"
+                else quadrant_of(p @ np.array([1.0, -1.0, -1.0, 1.0]), p @ np.array([1.0, 1.0, -1.0, -1.0]))
+            )
+            val_metrics[subset] = {
+                **{k: round(v, 4) for k, v in metric.items()},
+                "n": int(rows.sum()),
+                "confusion": confusion(predicted, y[rows]),
+            }
+        log.info(
+            "%s: best %s (%s) → val %s; ONNX vs sklearn max |Δp| %.2g",
+            head,
+            best,
+            decision,
+            {k: v["quadrant"] for k, v in val_metrics.items()},
+            max_diff,
+        )
+        meta["models"][head] = {
+            "file": filename,
+            "estimator": best,
+            "decision": decision,
+            "features": names,
+            "mean": [round(float(v), 6) for v in scaler.mean_],
+            "scale": [round(float(v), 6) for v in scale],
+            "class_order": [int(c) for c in model.classes_],  # type: ignore[attr-defined]
+            "probability_output": "probabilities",
+            "onnx_bytes": path.stat().st_size,
+            "onnx_vs_sklearn_max_abs_diff": max_diff,
+            "cv_train": cv_table,
+            "val": val_metrics,
+        }
+    (out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--emopia", type=Path, default=Path("../shared/data/emopia"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--cache", type=Path, default=Path("data/mood-train"))
+    parser.add_argument(
+        "--soundfont-dir",
+        type=Path,
+        default=Path(os.environ.get("TUNEFORGE_SOUNDFONT_DIR", "/usr/share/sounds/sf2")),
+    )
+    parser.add_argument("--stage", choices=("all", "render", "features", "fit"), default="all")
+    parser.add_argument("--candidates", nargs="*", help="compare only these candidate models (default: all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    clips = read_labels(args.emopia)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    if args.stage in ("all", "render"):
+        render_all(clips, args.emopia, args.cache, args.soundfont_dir)
+    if args.stage in ("all", "features", "fit"):
+        data = extract_all(clips, args.emopia, args.cache)
+        log.info(
+            "features: %d rows, %d audio + %d MIDI features",
+            len(data["clip"]),
+            data["audio"].shape[1],
+            data["midi"].shape[1],
+        )
+    if args.stage in ("all", "fit"):
+        fit_and_export(data, args.out, SEED, args.candidates)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

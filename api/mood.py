@@ -1,0 +1,129 @@
+"""Mood endpoints: `POST /get_mood`, `POST /mood` and `GET /jobs/{id}/mood`.
+
+- `POST /get_mood`: the same Grid or Score body as `/download` → the mood of the music it renders;
+- `POST /mood`: an audio upload (WAV, FLAC, OGG or MP3) → its mood; a Standard MIDI File is
+  rendered first and analysed with its MIDI features too. Raw body with its content type, or
+  multipart field `file`;
+- `GET /jobs/{id}/mood`: the mood of a finished job (analysed now if the job did not ask for it).
+
+Audio moods are cached by the sha256 of the audio (and of the MIDI, when it informs the result).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any
+
+import msgspec
+import soundfile
+from litestar import Request, get, post
+from litestar.exceptions import ClientException, HTTPException
+
+from tuneforge.api.backend import Backend, RemoteError, RenderInput, ServiceTimeout, ServiceUnavailable
+from tuneforge.api.inputs import MIDI_TYPES, midi_input, read_render_input, read_upload
+from tuneforge.api.jobs import DOWNLOAD_TIMEOUT_S, finished_job, http_error
+from tuneforge.contracts.jobs import BlobRef, RenderOptions
+from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
+from tuneforge.contracts.mood import Mood, MoodRequest
+
+MOOD_TIMEOUT_S = 120.0
+# soundfile's container names → (extension, content type) of what /mood accepts.
+AUDIO_CONTAINERS: dict[str, tuple[str, str]] = {
+    "WAV": ("wav", "audio/wav"),
+    "WAVEX": ("wav", "audio/wav"),
+    "RF64": ("wav", "audio/wav"),
+    "FLAC": ("flac", "audio/flac"),
+    "OGG": ("ogg", "audio/ogg"),
+    "MP3": ("mp3", "audio/mpeg"),
+}
+
+
+class UnsupportedMediaType(HTTPException):
+    status_code = 415
+
+
+def audio_container(data: bytes) -> tuple[str, str]:
+    """(extension, content type) of audio bytes soundfile can decode; a clear 4xx otherwise."""
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as f:
+            container = f.format
+            if f.samplerate <= 0 or f.channels <= 0:
+                raise ClientException("the audio file has no samples")
+            f.read(min(f.samplerate, 1 << 16), dtype="float32")  # decode a little: catches corrupt data
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise ClientException(
+            f"not a readable audio file (send WAV, FLAC, OGG or MP3, or a MIDI file): {error}"
+        ) from None
+    if container not in AUDIO_CONTAINERS:
+        raise UnsupportedMediaType(f"{container} audio is not accepted: send WAV, FLAC, OGG or MP3")
+    return AUDIO_CONTAINERS[container]
+
+
+async def mood_of_audio(backend: Backend, audio: BlobRef, midi: BlobRef | None = None) -> Mood:
+    """Ask the mood actor, through the cache (keyed by the audio's sha256, and the MIDI's)."""
+    key = audio.sha256 if midi is None else f"{audio.sha256}:{midi.sha256}"
+    cached = await backend.cache.get("mood", key, Mood)
+    if cached is not None:
+        return cached
+    try:
+        mood: Mood = await backend.request(
+            "tuneforge.mood", MoodRequest(audio=audio, midi=midi), Mood, timeout_s=MOOD_TIMEOUT_S
+        )
+    except (ServiceUnavailable, ServiceTimeout, RemoteError) as error:
+        raise http_error(error) from None
+    await backend.cache.set("mood", key, mood)
+    return mood
+
+
+async def mood_of_render(backend: Backend, render: RenderInput) -> Mood:
+    """Render (through the job pipeline, ending with the mood stage) and return the mood."""
+    render = RenderInput(
+        kind=render.kind,
+        options=msgspec.structs.replace(render.options, analyze_mood=True),
+        score=render.score,
+        midi=render.midi,
+    )
+    try:
+        _, result = await backend.render_and_wait(render, DOWNLOAD_TIMEOUT_S)
+    except (ServiceUnavailable, ServiceTimeout, RemoteError) as error:
+        raise http_error(error) from None
+    if result.mood is None:
+        raise HTTPException(status_code=502, detail="the render finished without a mood analysis")
+    return result.mood
+
+
+@post("/get_mood", status_code=200, summary="The mood of the music a Grid, a Score or a MIDI file renders to")
+async def get_mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
+    """The same bodies as `/download`: rendered with the mood stage, the `Mood` is returned."""
+    return await mood_of_render(backend, await read_render_input(request))
+
+
+@post("/mood", status_code=200, summary="The mood of an uploaded audio file (or MIDI file)")
+async def mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
+    """WAV, FLAC, OGG or MP3 (raw body with its content type, or multipart field `file`) → `Mood`.
+
+    A Standard MIDI File is rendered first and analysed with its MIDI features too.
+    """
+    data, content_type, _ = await read_upload(request, MAX_UPLOAD_BYTES)
+    if content_type in MIDI_TYPES or data[:4] == b"MThd":
+        return await mood_of_render(backend, midi_input(data, RenderOptions(analyze_mood=True)))
+    if content_type in ("application/json", "text/plain") or data.lstrip()[:1] in (b"{", b"["):
+        raise UnsupportedMediaType(
+            "POST /mood takes an audio or MIDI file; send Grid or Score JSON to /get_mood"
+        )
+    extension, audio_type = audio_container(data)
+    cached = await backend.cache.get("mood", hashlib.sha256(data).hexdigest(), Mood)
+    if cached is not None:
+        return cached
+    ref = await backend.blobs.put_bytes(data, "uploads", extension, audio_type)
+    return await mood_of_audio(backend, ref)
+
+
+@get("/jobs/{job_id:str}/mood", summary="The mood of a finished job's audio")
+async def job_mood(job_id: str, backend: Backend) -> Mood:
+    """The job's mood; analysed now (and cached) if the job was rendered without `analyze_mood`."""
+    _, result = await finished_job(backend, job_id)
+    if result.mood is not None:
+        return result.mood
+    return await mood_of_audio(backend, result.audio, result.midi)

@@ -1,0 +1,223 @@
+"""The mood analysis without NATS: the committed model, the features, and awkward inputs."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import mido
+import msgspec
+import numpy as np
+import pytest
+import soundfile
+
+from tuneforge.actors.exporter.render import Renderer
+from tuneforge.actors.mood import features as F
+from tuneforge.actors.mood.analyze import AudioError, analyze
+from tuneforge.actors.mood.model import MODEL_DIR, MoodModel, load_model
+from tuneforge.contracts.mood import MOOD_LABELS, Mood
+
+
+def piece_midi(
+    tempo_bpm: float,
+    velocity: int,
+    chords: list[list[int]],
+    beats_per_chord: float,
+    note_beats: float,
+    bars: int,
+) -> bytes:
+    """A simple piano piece: each chord struck as a block chord plus an arpeggio, repeated."""
+    midi = mido.MidiFile(ticks_per_beat=480)
+    track = midi.add_track()
+    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm), time=0))
+    events: list[tuple[int, bool, int]] = []
+    beat = 0.0
+    for _ in range(bars):
+        for chord in chords:
+            steps = max(1, round(beats_per_chord / note_beats))
+            for step in range(steps):
+                start = beat + step * note_beats
+                pitches = chord if step == 0 else [chord[step % len(chord)] + 12]
+                for pitch in pitches:
+                    events.append((int(start * 480), True, pitch))
+                    events.append((int((start + note_beats * 0.95) * 480), False, pitch))
+            beat += beats_per_chord
+    events.sort(key=lambda e: (e[0], e[1]))
+    now = 0
+    for tick, on, pitch in events:
+        kind = "note_on" if on else "note_off"
+        track.append(mido.Message(kind, note=pitch, velocity=velocity if on else 0, time=tick - now))
+        now = tick
+    out = io.BytesIO()
+    midi.save(file=out)
+    return out.getvalue()
+
+
+HAPPY = piece_midi(
+    168, 115, [[60, 64, 67, 72], [65, 69, 72, 77], [67, 71, 74, 79], [60, 64, 67, 72]], 2, 0.25, 6
+)
+SAD = piece_midi(58, 38, [[45, 57, 60, 64], [41, 53, 57, 60], [40, 52, 55, 59], [45, 57, 60, 64]], 4, 2, 2)
+
+
+@pytest.fixture(scope="module")
+def renderer(soundfont_dir: Path) -> Renderer:
+    return Renderer(soundfont_dir)
+
+
+@pytest.fixture(scope="module")
+def model() -> MoodModel:
+    return load_model()
+
+
+def render(renderer: Renderer, midi: bytes, path: Path) -> Path:
+    seconds = mido.MidiFile(file=io.BytesIO(midi)).length
+    renderer.render(midi, path, "wav", 44100, "fluidr3_gm", seconds)
+    return path
+
+
+CADENCE_HZ = (  # C major: I – IV – V – I, one chord per half second
+    (261.63, 329.63, 392.0),
+    (261.63, 349.23, 440.0),
+    (246.94, 293.66, 392.0),
+    (261.63, 329.63, 392.0),
+)
+
+
+def tone(seconds: float, rate: int, channels: int = 1, amplitude: float = 0.2) -> np.ndarray:
+    """C-major chords struck every half second and decaying: music-like, deterministic."""
+    t = np.arange(int(seconds * rate)) / rate
+    chord = (t // 0.5).astype(int) % len(CADENCE_HZ)
+    y = np.zeros_like(t)
+    for index, frequencies in enumerate(CADENCE_HZ):
+        mask = chord == index
+        y[mask] = sum(np.sin(2 * np.pi * f * t[mask]) for f in frequencies)
+    y *= np.exp(-3 * (t % 0.5)) * amplitude / 3
+    return np.repeat(y[:, None], channels, axis=1) if channels > 1 else y
+
+
+def test_committed_model_loads_and_answers(model: MoodModel) -> None:
+    meta = model.meta
+    assert (MODEL_DIR / meta["models"]["audio"]["file"]).stat().st_size < 5 * 1024 * 1024
+    assert meta["labels"] == list(MOOD_LABELS)
+    for head in model.heads.values():
+        assert len(head.features) == len(head.mean) == len(head.scale)
+    assert model.heads["audio"].features == list(F.AUDIO_FEATURE_NAMES)
+    rng = np.random.default_rng(1)
+    predictions = model.predict(rng.standard_normal((3, len(F.AUDIO_FEATURE_NAMES))).astype(np.float32))
+    assert len(predictions) == 3
+    for prediction in predictions:
+        assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+        assert -1 <= prediction.valence <= 1 and -1 <= prediction.arousal <= 1
+        assert prediction.label in MOOD_LABELS
+
+
+def test_fast_loud_major_is_happier_and_livelier_than_slow_soft_minor(
+    renderer: Renderer, model: MoodModel, tmp_path: Path
+) -> None:
+    happy_path = render(renderer, HAPPY, tmp_path / "happy.wav")
+    sad_path = render(renderer, SAD, tmp_path / "sad.wav")
+    for with_midi in (False, True):
+        happy = analyze(happy_path, HAPPY if with_midi else None, model)
+        sad = analyze(sad_path, SAD if with_midi else None, model)
+        for mood in (happy, sad):  # what the actor sends: plain JSON that decodes back to the contract
+            assert msgspec.json.decode(msgspec.json.encode(mood), type=Mood) == mood
+        assert happy.arousal > sad.arousal + 0.2, (with_midi, happy.arousal, sad.arousal)
+        assert happy.valence > sad.valence, (with_midi, happy.valence, sad.valence)
+        assert happy.arousal > 0 > sad.arousal, (with_midi, happy.arousal, sad.arousal)
+        assert happy.features.mode == "major" and sad.features.mode == "minor"
+        assert happy.features.loudness_db > sad.features.loudness_db
+    # With the MIDI known, tempo and note density come from it.
+    happy = analyze(happy_path, HAPPY, model)
+    assert happy.features.tempo_bpm == pytest.approx(168, abs=0.5) and happy.features.tempo_source == "midi"
+    assert happy.features.note_density_per_s is not None and happy.features.note_density_per_s > 5
+    assert analyze(happy_path, None, model).features.note_density_per_s is None
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "fmt"),
+    [
+        (8000, 1, "WAV"),
+        (16000, 2, "FLAC"),
+        (22050, 1, "OGG"),
+        (44100, 2, "WAV"),
+        (48000, 2, "MP3"),
+        (96000, 2, "FLAC"),
+    ],
+)
+def test_any_rate_and_channel_count_gets_a_result(
+    model: MoodModel, tmp_path: Path, rate: int, channels: int, fmt: str
+) -> None:
+    path = tmp_path / f"tone.{fmt.lower()}"
+    soundfile.write(path, tone(8.0, rate, channels), rate, format=fmt)
+    mood = analyze(path, None, model)
+    assert msgspec.json.decode(msgspec.json.encode(mood), type=Mood) == mood
+    assert mood.label in MOOD_LABELS
+    assert mood.sample_rate_hz == rate and mood.channels == channels
+    assert mood.duration_seconds == pytest.approx(8.0, abs=0.15 if fmt == "MP3" else 0.01)
+    assert mood.features.key == "C" and mood.features.mode == "major"
+    assert 0 < mood.confidence <= 1
+    assert [w.start_seconds for w in mood.timeline] == [0.0, 5.0]
+
+
+def test_short_clip_gets_a_result_with_lower_confidence(model: MoodModel, tmp_path: Path) -> None:
+    soundfile.write(tmp_path / "short.wav", tone(1.0, 44100), 44100)
+    soundfile.write(tmp_path / "long.wav", tone(20.0, 44100), 44100)
+    soundfile.write(tmp_path / "blip.wav", tone(0.05, 44100), 44100)
+    short = analyze(tmp_path / "short.wav", None, model)
+    long = analyze(tmp_path / "long.wav", None, model)
+    blip = analyze(tmp_path / "blip.wav", None, model)
+    assert short.timeline == [] and short.duration_seconds == pytest.approx(1.0)
+    assert 0 < short.confidence < long.confidence
+    assert blip.label in MOOD_LABELS and blip.confidence < short.confidence
+    assert len(long.timeline) == 4
+
+
+def test_silence_gets_a_result_with_no_confidence(model: MoodModel, tmp_path: Path) -> None:
+    soundfile.write(tmp_path / "silence.wav", np.zeros((44100 * 6, 2)), 44100)
+    mood = analyze(tmp_path / "silence.wav", None, model)
+    assert isinstance(mood, Mood) and mood.label in MOOD_LABELS
+    assert mood.confidence == 0.0
+    assert mood.features.loudness_db <= -100
+    assert all(w.confidence == 0.0 for w in mood.timeline)
+
+
+def test_corrupt_and_non_audio_inputs_are_refused_clearly(model: MoodModel, tmp_path: Path) -> None:
+    text = tmp_path / "notes.wav"
+    text.write_text("these are not the samples you are looking for\n" * 20)
+    with pytest.raises(AudioError, match="not a readable audio file"):
+        analyze(text, None, model)
+    good = io.BytesIO()
+    soundfile.write(good, tone(5.0, 44100), 44100, format="FLAC")
+    corrupt = tmp_path / "corrupt.flac"
+    data = good.getvalue()
+    corrupt.write_bytes(data[:200] + bytes(range(256)) * 40)  # a valid header, then garbage
+    with pytest.raises(AudioError):
+        analyze(corrupt, None, model)
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0), 44100)
+    with pytest.raises(AudioError, match="no samples"):
+        analyze(empty, None, model)
+    soundfile.write(tmp_path / "ok.wav", tone(2.0, 44100), 44100)
+    with pytest.raises(ValueError, match="MIDI"):
+        analyze(tmp_path / "ok.wav", b"MThd not really", model)
+
+
+def test_streamed_frames_match_the_whole_signal(tmp_path: Path) -> None:
+    """Blocks join seamlessly: streaming a 47-s file gives the frames of the signal taken whole."""
+    y = tone(47.0, F.SR) + 0.01 * np.random.default_rng(3).standard_normal(int(47.0 * F.SR))
+    soundfile.write(tmp_path / "long.wav", y.astype(np.float32), F.SR, subtype="FLOAT")
+    streamed = F.audio_frames(tmp_path / "long.wav").frames
+    whole = F.signal_frames(y.astype(np.float32))
+    assert streamed.shape == whole.shape == (1 + len(y) // F.HOP, F.N_FRAME_FEATURES)
+    np.testing.assert_allclose(streamed, whole, rtol=1e-3, atol=1e-3)
+
+
+def test_midi_features_count_notes_and_find_the_key() -> None:
+    notes = F.read_midi_notes(HAPPY)
+    summary = F.midi_span_features(notes, 0.0, notes.duration_seconds)
+    assert notes.tempo_bpm == pytest.approx(168)
+    expected_density = len(notes.pitch) / notes.duration_seconds
+    assert summary.note_density_per_s == pytest.approx(expected_density)
+    assert (summary.key, summary.mode) == ("C", "major")
+    sad = F.read_midi_notes(SAD)
+    assert F.midi_span_features(sad, 0.0, sad.duration_seconds).mode == "minor"

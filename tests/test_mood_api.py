@@ -1,0 +1,182 @@
+"""The mood actor end to end: HTTP (`/mood`, `/get_mood`, `/jobs/{id}/mood`), the job pipeline's
+last stage with its SSE events, and the plain-JSON NATS endpoint `tuneforge.mood`."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import nats
+import numpy as np
+import pytest
+import soundfile
+
+from tests.conftest import Stack
+from tests.test_mood import HAPPY, SAD, tone
+from tests.test_pipeline_http import read_sse, unique_score, wait_done
+from tuneforge.contracts.mood import MOOD_LABELS
+
+MOOD_KEYS = {"label", "quadrant", "valence", "arousal", "confidence", "probabilities", "features", "timeline"}
+
+
+def encoded(fmt: str, seconds: float = 6.0, rate: int = 44100) -> bytes:
+    # A unique amplitude per call, so no test is answered from another's cache.
+    amplitude = 0.1 + (uuid.uuid4().int % 1000) / 10000
+    out = io.BytesIO()
+    soundfile.write(out, tone(seconds, rate, 2, amplitude), rate, format=fmt)
+    return out.getvalue()
+
+
+def assert_mood(body: dict) -> None:
+    assert set(body) >= MOOD_KEYS, body
+    assert body["label"] in MOOD_LABELS
+    assert -1 <= body["valence"] <= 1 and -1 <= body["arousal"] <= 1
+    assert set(body["probabilities"]) == set(MOOD_LABELS)
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert {"tempo_bpm", "key", "mode", "loudness_db", "brightness_hz", "note_density_per_s"} <= set(
+        body["features"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"),
+    [("WAV", "audio/wav"), ("FLAC", "audio/flac"), ("OGG", "audio/ogg"), ("MP3", "audio/mpeg")],
+)
+def test_uploaded_audio_gets_its_mood(live_stack: Stack, fmt: str, content_type: str) -> None:
+    data = encoded(fmt)
+    with live_stack.client() as client:
+        response = client.post("/mood", content=data, headers={"content-type": content_type})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert_mood(body)
+        assert body["features"]["note_density_per_s"] is None  # no MIDI behind an audio upload
+        assert body["duration_seconds"] == pytest.approx(6.0, abs=0.15)
+        assert [w["start_seconds"] for w in body["timeline"]] == [0.0, 5.0]
+        # Multipart, same bytes: the same answer (from the cache, keyed by the audio's sha256).
+        again = client.post("/mood", files={"file": (f"x.{fmt.lower()}", data, content_type)})
+        assert again.status_code == 200, again.text
+        assert again.json() == body
+
+
+def test_uploaded_midi_is_rendered_and_analysed_with_its_notes(live_stack: Stack) -> None:
+    with live_stack.client(timeout=120) as client:
+        happy = client.post("/mood", content=HAPPY, headers={"content-type": "audio/midi"})
+        sad = client.post("/mood", files={"file": ("sad.mid", SAD, "audio/midi")})
+    assert happy.status_code == 200, happy.text
+    assert sad.status_code == 200, sad.text
+    happy_mood, sad_mood = happy.json(), sad.json()
+    assert_mood(happy_mood)
+    assert happy_mood["features"]["note_density_per_s"] > 5
+    assert happy_mood["features"]["tempo_bpm"] == pytest.approx(168, abs=0.5)
+    assert happy_mood["arousal"] > sad_mood["arousal"] and happy_mood["valence"] > sad_mood["valence"]
+
+
+def test_get_mood_of_a_grid(live_stack: Stack) -> None:
+    # The /download body: a rising C-major figure, fast.
+    columns = [[261.63, 329.63, 392.0], [523.25], [659.25], [783.99]] * 6 + [[]] * (uuid.uuid4().int % 40 + 1)
+    with live_stack.client(timeout=120) as client:
+        response = client.post("/get_mood", json={"notes": columns, "speed": 2.0, "instrument": 0})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert_mood(body)
+    assert body["features"]["tempo_bpm"] == pytest.approx(240, abs=1)
+    assert body["features"]["note_density_per_s"] > 0
+
+
+def test_job_with_mood_ends_analyzing_then_done(live_stack: Stack) -> None:
+    score = {
+        **unique_score(seconds=7.0, pitch="E4", instrument="acoustic_grand_piano"),
+        "options": {"analyze_mood": True},
+    }
+    with live_stack.client(timeout=120) as client:
+        job = client.post("/jobs", json=score).json()
+        with client.stream("GET", job["links"]["events"]) as response:
+            events = read_sse(response)
+        kinds = [e["event"] for e in events]
+        assert kinds[-1] == "done", events
+        stages = [json.loads(e["data"])["stage"] for e in events[:-1]]
+        assert "analyzing" in stages and stages.index("analyzing") > stages.index("rendering")
+        analyzing = [json.loads(e["data"])["percent"] for e in events[:-1] if '"analyzing"' in e["data"]]
+        assert analyzing[0] == 0 and analyzing[-1] == 100 and analyzing == sorted(analyzing)
+        done = json.loads(events[-1]["data"])
+        assert_mood(done["result"]["mood"])
+        assert done["result"]["mood"]["duration_seconds"] > 7.0
+        assert wait_done(client, job["id"])["status"] == "done"
+        mood = client.get(f"/jobs/{job['id']}/mood")
+        assert mood.status_code == 200, mood.text
+        assert mood.json() == done["result"]["mood"]
+        # A job rendered without analyze_mood is analysed on demand.
+        plain = client.post("/jobs", json=unique_score(seconds=2.0)).json()
+        assert wait_done(client, plain["id"])["result"]["mood"] is None
+        on_demand = client.get(f"/jobs/{plain['id']}/mood")
+        assert on_demand.status_code == 200, on_demand.text
+        assert_mood(on_demand.json())
+        assert client.get("/jobs/nope/mood").status_code == 404
+
+
+def test_non_audio_and_corrupt_uploads_get_a_clear_4xx(live_stack: Stack) -> None:
+    flac = encoded("FLAC")
+    with live_stack.client() as client:
+        cases = {
+            "text": (b"hello, I am not a song\n" * 50, "audio/wav"),
+            "truncated header": (flac[:30], "audio/flac"),
+            "garbage after a header": (flac[:200] + bytes(range(256)) * 200, "audio/flac"),
+            "json": (b'{"notes": [[440]]}', "application/json"),
+            "corrupt midi": (b"MThd\x00\x00\x00\x06\x00\x01", "audio/midi"),
+            "empty": (b"", "audio/wav"),
+        }
+        for name, (data, content_type) in cases.items():
+            response = client.post("/mood", content=data, headers={"content-type": content_type})
+            assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
+            assert response.json()["detail"], name
+        too_big = client.post(
+            "/mood", content=b"RIFF" + bytes(21 * 1024 * 1024), headers={"content-type": "audio/wav"}
+        )
+        assert too_big.status_code == 413
+        # The service is still fine.
+        assert (
+            client.post(
+                "/mood", content=encoded("WAV", 2.0), headers={"content-type": "audio/wav"}
+            ).status_code
+            == 200
+        )
+
+
+async def test_nats_endpoint_takes_plain_json_and_reports_errors(live_stack: Stack) -> None:
+    from tuneforge.storage.blobs import open_blob_store
+
+    store = open_blob_store("", live_stack.data_dir)
+    ref = await store.put_bytes(encoded("WAV", 3.0), "uploads", "wav", "audio/wav")
+    text = await store.put_bytes(b"not audio at all" * 64, "uploads", "wav", "audio/wav")
+    nc = await nats.connect(live_stack.nats_url)
+    try:
+        body = json.dumps({"audio": {"uri": ref.uri, "sha256": ref.sha256, "size_bytes": ref.size_bytes}})
+        reply = await nc.request("tuneforge.mood", body.encode(), timeout=60)
+        assert "Nats-Service-Error" not in (reply.headers or {}), reply.headers
+        assert_mood(json.loads(reply.data))
+        for bad in (
+            b"{not json",
+            b'{"audio": {"uri": "file:///etc/passwd", "sha256": "' + b"0" * 64 + b'", "size_bytes": 1}}',
+            json.dumps(
+                {"audio": {"uri": text.uri, "sha256": text.sha256, "size_bytes": text.size_bytes}}
+            ).encode(),
+        ):
+            reply = await nc.request("tuneforge.mood", bad, timeout=60)
+            headers = reply.headers or {}
+            assert headers.get("Nats-Service-Error-Code") == "400", (bad, headers)
+            assert headers.get("Nats-Service-Error")
+        info = await nc.request("$SRV.INFO.tuneforge-mood", b"", timeout=5)
+        assert any(e["subject"] == "tuneforge.mood" for e in json.loads(info.data)["endpoints"])
+    finally:
+        await nc.drain()
+        await store.close()
+
+
+def test_silence_upload_has_no_confidence(live_stack: Stack) -> None:
+    out = io.BytesIO()
+    soundfile.write(out, np.zeros((int(44100 * (1 + uuid.uuid4().int % 100 / 1000)), 1)), 44100, format="WAV")
+    with live_stack.client() as client:
+        response = client.post("/mood", content=out.getvalue(), headers={"content-type": "audio/wav"})
+    assert response.status_code == 200, response.text
+    assert response.json()["confidence"] == 0.0
