@@ -17,6 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -24,6 +25,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service, ServiceError
 
@@ -40,6 +42,8 @@ from tuneforge.infra.jetstream import apply_definitions, consumer_definition
 
 log = logging.getLogger(__name__)
 
+
+VERSION = "0.1.0"  # of the actors' interface, reported in $SRV.INFO
 
 # Which replica works on a job, in progress events: operators see it, tests kill the right one.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -197,6 +201,46 @@ def job_id_of(data: bytes) -> str | None:
         return None
     job_id = raw.get("job_id") if isinstance(raw, dict) else None
     return job_id if isinstance(job_id, str) and 0 < len(job_id) <= 64 else None
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    """What an actor is on NATS: a micro service with one endpoint, and a durable job consumer."""
+
+    service: str  # e.g. "tuneforge-exporter", what `nats micro ls` shows
+    description: str
+    endpoint: str  # endpoint name, e.g. "export"
+    subject: str  # request-reply subject, e.g. "tuneforge.export"
+    durable: str  # JetStream consumer in infra/nats/jetstream.json, e.g. "exporter"
+    stage: Stage  # the job stage its failures are reported under
+
+
+JobWork = Callable[[Msg, JetStreamContext, EventPublisher], Awaitable[None]]
+
+
+async def run_actor(
+    spec: ActorSpec,
+    nats_url: str,
+    handle_request: Callable[[bytes], Awaitable[msgspec.Struct]],
+    handle_job: JobWork,
+    concurrency: int,
+) -> None:
+    """Serve the endpoint and consume jobs until cancelled; then leave NATS promptly."""
+    client, js = await connect(nats_url, spec.service)
+    events = EventPublisher(js)
+    service = await add_service(client, name=spec.service, version=VERSION, description=spec.description)
+    await service.add_endpoint(
+        name=spec.endpoint, subject=spec.subject, handler=micro_handler(handle_request)
+    )
+    log.info("%s %s ready (service id %s, %d job slots)", spec.service, VERSION, service.id, concurrency)
+
+    async def handle(msg: Msg) -> None:
+        await handle_job(msg, js, events)
+
+    try:
+        await run_consumer(js, spec.durable, handle, events, spec.stage, concurrency, asyncio.Event())
+    finally:
+        await shut_down(service, client)
 
 
 async def run_consumer(

@@ -7,31 +7,27 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.micro import add_service
 
 from tuneforge.actors.converter.convert import score_to_midi
-from tuneforge.actors.runtime import (
-    WORKER_ID,
-    BadInput,
-    EventPublisher,
-    connect,
-    micro_handler,
-    run_consumer,
-    shut_down,
-)
+from tuneforge.actors.runtime import WORKER_ID, ActorSpec, BadInput, EventPublisher, run_actor
 from tuneforge.contracts.jobs import MIDI_CONTENT_TYPE, ConvertJob, ConvertReply, ExportJob, jobs_subject
 from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
 from tuneforge.contracts.music import MusicError, Score, decode_music
 from tuneforge.settings import Settings
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
 
-log = logging.getLogger(__name__)
-VERSION = "0.1.0"
+SPEC = ActorSpec(
+    service="tuneforge-converter",
+    description="Score or Grid → Standard MIDI File",
+    endpoint="convert",
+    subject="tuneforge.convert",
+    durable="converter",
+    stage="converting",
+)
 
 
 class Converter:
@@ -58,47 +54,29 @@ class Converter:
             raise BadInput(str(error)) from None
         return await self.convert(score)
 
-
-async def serve(settings: Settings, concurrency: int = 2) -> None:
-    blobs = open_blob_store(settings.blob_url, settings.data_dir)
-    client, js = await connect(settings.nats_url, "tuneforge-converter")
-    converter = Converter(blobs)
-    events = EventPublisher(js)
-    service = await add_service(
-        client, name="tuneforge-converter", version=VERSION, description="Score or Grid → Standard MIDI File"
-    )
-    await service.add_endpoint(
-        name="convert", subject="tuneforge.convert", handler=micro_handler(converter.handle_request)
-    )
-
-    async def handle_job(msg: Msg) -> None:
+    async def handle_job(self, msg: Msg, js: JetStreamContext, events: EventPublisher) -> None:
         job = msgspec.json.decode(msg.data, type=ConvertJob)
         await events.progress(job.job_id, "converting", 0.0, WORKER_ID)
         try:
-            score_json = await blobs.read_bytes(job.score, max_bytes=MAX_UPLOAD_BYTES)
-        except BlobNotFound as error:
+            score = decode_music(await self.blobs.read_bytes(job.score, max_bytes=MAX_UPLOAD_BYTES))
+        except (BlobNotFound, MusicError) as error:
             raise BadInput(str(error)) from None
-        try:
-            score = decode_music(score_json)
-        except MusicError as error:
-            raise BadInput(str(error)) from None
-        reply = await converter.convert(score)
+        reply = await self.convert(score)
         await events.progress(job.job_id, "converting", 100.0, WORKER_ID)
-        await _hand_on(js, ExportJob(job_id=job.job_id, midi=reply.midi, options=job.options))
+        export = ExportJob(job_id=job.job_id, midi=reply.midi, options=job.options)
+        # The message id makes a re-run of this stage after a crash a duplicate the server drops.
+        await js.publish(
+            jobs_subject("export"),
+            msgspec.json.encode(export),
+            headers={"Nats-Msg-Id": f"{job.job_id}:export"},
+        )
         await msg.ack()
 
-    stopping = asyncio.Event()
-    log.info("tuneforge-converter %s ready (service id %s)", VERSION, service.id)
+
+async def serve(settings: Settings, concurrency: int = 2) -> None:
+    blobs = open_blob_store(settings.blob_url, settings.data_dir)
+    converter = Converter(blobs)
     try:
-        await run_consumer(js, "converter", handle_job, events, "converting", concurrency, stopping)
+        await run_actor(SPEC, settings.nats_url, converter.handle_request, converter.handle_job, concurrency)
     finally:
-        stopping.set()
-        await shut_down(service, client)
         await blobs.close()
-
-
-async def _hand_on(js: JetStreamContext, job: ExportJob) -> None:
-    # The message id makes a re-run of this stage after a crash a duplicate the server drops.
-    await js.publish(
-        jobs_subject("export"), msgspec.json.encode(job), headers={"Nats-Msg-Id": f"{job.job_id}:export"}
-    )

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -16,22 +15,19 @@ from pathlib import Path
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.micro import add_service
+from nats.js import JetStreamContext
 
 from tuneforge.actors.exporter.render import Renderer, RenderError
 from tuneforge.actors.runtime import (
     WORKER_ID,
+    ActorSpec,
     BadInput,
     EventPublisher,
     ProgressReporter,
-    connect,
-    micro_handler,
-    run_consumer,
-    shut_down,
+    run_actor,
 )
 from tuneforge.contracts.jobs import (
     AUDIO_CONTENT_TYPES,
-    BlobRef,
     ExportJob,
     ExportReply,
     ExportRequest,
@@ -44,8 +40,14 @@ from tuneforge.contracts.midi import MidiError, inspect_midi
 from tuneforge.settings import Settings
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
 
-log = logging.getLogger(__name__)
-VERSION = "0.1.0"
+SPEC = ActorSpec(
+    service="tuneforge-exporter",
+    description="MIDI → audio with FluidSynth and a General MIDI SoundFont",
+    endpoint="export",
+    subject="tuneforge.export",
+    durable="exporter",
+    stage="rendering",
+)
 
 
 class Exporter:
@@ -101,6 +103,47 @@ class Exporter:
     async def handle_request(self, data: bytes) -> ExportReply:
         return await self.export(msgspec.json.decode(data, type=ExportRequest))
 
+    async def handle_job(self, msg: Msg, js: JetStreamContext, events: EventPublisher) -> None:
+        job = msgspec.json.decode(msg.data, type=ExportJob)
+        options = job.options
+        request = ExportRequest(
+            midi=job.midi,
+            format=options.format,
+            sample_rate_hz=options.sample_rate_hz,
+            soundfont=options.soundfont,
+        )
+        await events.progress(job.job_id, "rendering", 0.0, WORKER_ID)
+        progress = ProgressReporter(events, job.job_id, "rendering", WORKER_ID)
+        try:
+            reply = await self.export(request, progress.report)
+        finally:
+            await progress.close()
+        await events.progress(job.job_id, "rendering", 100.0, WORKER_ID)
+        if options.analyze_mood:
+            mood_job = MoodJob(
+                job_id=job.job_id,
+                midi=job.midi,
+                audio=reply.audio,
+                duration_seconds=reply.duration_seconds,
+                options=options,
+            )
+            # Message ids make a re-run of this stage after a crash a duplicate the server drops.
+            await js.publish(
+                jobs_subject("mood"),
+                msgspec.json.encode(mood_job),
+                headers={"Nats-Msg-Id": f"{job.job_id}:mood"},
+            )
+        else:
+            result = JobResult(
+                midi=job.midi,
+                audio=reply.audio,
+                duration_seconds=reply.duration_seconds,
+                sample_rate_hz=reply.sample_rate_hz,
+                format=reply.format,
+            )
+            await events.done(job.job_id, result)
+        await msg.ack()
+
 
 def default_concurrency() -> int:
     """Jobs one replica renders at once: one per core (one warm synth per thread), or the env's."""
@@ -108,77 +151,18 @@ def default_concurrency() -> int:
 
 
 async def serve(settings: Settings, concurrency: int | None = None) -> None:
-    concurrency = concurrency or default_concurrency()
     blobs = open_blob_store(settings.blob_url, settings.data_dir)
     renderer = Renderer(settings.soundfont_dir)
     await asyncio.to_thread(renderer.warm_up)  # SoundFont load is a start-up cost, not a request cost
     exporter = Exporter(blobs, renderer, settings.data_dir / "work" / f"exporter-{os.getpid()}")
-    client, js = await connect(settings.nats_url, "tuneforge-exporter")
-    events = EventPublisher(js)
-    service = await add_service(
-        client,
-        name="tuneforge-exporter",
-        version=VERSION,
-        description="MIDI → audio with FluidSynth and a General MIDI SoundFont",
-    )
-    await service.add_endpoint(
-        name="export", subject="tuneforge.export", handler=micro_handler(exporter.handle_request)
-    )
-
-    async def handle_job(msg: Msg) -> None:
-        job = msgspec.json.decode(msg.data, type=ExportJob)
-        await events.progress(job.job_id, "rendering", 0.0, WORKER_ID)
-        progress = ProgressReporter(events, job.job_id, "rendering", WORKER_ID)
-        try:
-            options = job.options
-            reply = await exporter.export(
-                ExportRequest(
-                    midi=job.midi,
-                    format=options.format,
-                    sample_rate_hz=options.sample_rate_hz,
-                    soundfont=options.soundfont,
-                ),
-                progress.report,
-            )
-        finally:
-            await progress.close()
-        await events.progress(job.job_id, "rendering", 100.0, WORKER_ID)
-        await _finish_or_hand_on(js, events, job, reply.audio, reply)
-        await msg.ack()
-
-    stopping = asyncio.Event()
-    log.info("tuneforge-exporter %s ready (service id %s)", VERSION, service.id)
     try:
-        await run_consumer(js, "exporter", handle_job, events, "rendering", concurrency, stopping)
+        await run_actor(
+            SPEC,
+            settings.nats_url,
+            exporter.handle_request,
+            exporter.handle_job,
+            concurrency or default_concurrency(),
+        )
     finally:
-        stopping.set()
-        await shut_down(service, client)
         await blobs.close()
         renderer.close()
-
-
-async def _finish_or_hand_on(
-    js, events: EventPublisher, job: ExportJob, audio: BlobRef, reply: ExportReply
-) -> None:
-    if job.options.analyze_mood:
-        mood_job = MoodJob(
-            job_id=job.job_id,
-            midi=job.midi,
-            audio=audio,
-            duration_seconds=reply.duration_seconds,
-            options=job.options,
-        )
-        await js.publish(
-            jobs_subject("mood"), msgspec.json.encode(mood_job), headers={"Nats-Msg-Id": f"{job.job_id}:mood"}
-        )
-        return
-    await events.done(
-        job.job_id,
-        JobResult(
-            midi=job.midi,
-            audio=audio,
-            duration_seconds=reply.duration_seconds,
-            sample_rate_hz=reply.sample_rate_hz,
-            format=reply.format,
-        ),
-    )

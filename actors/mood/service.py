@@ -19,18 +19,17 @@ from urllib.parse import urlparse
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.micro import add_service
+from nats.js import JetStreamContext
 
 from tuneforge.actors.mood.analyze import AudioError, analyze, warm_up
 from tuneforge.actors.mood.model import MoodModel, load_model
 from tuneforge.actors.runtime import (
+    WORKER_ID,
+    ActorSpec,
     BadInput,
     EventPublisher,
     ProgressReporter,
-    connect,
-    micro_handler,
-    run_consumer,
-    shut_down,
+    run_actor,
 )
 from tuneforge.contracts.jobs import JobResult, MoodJob
 from tuneforge.contracts.limits import MAX_MIDI_BYTES
@@ -39,7 +38,14 @@ from tuneforge.settings import Settings
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
 
 log = logging.getLogger(__name__)
-VERSION = "0.1.0"
+SPEC = ActorSpec(
+    service="tuneforge-mood",
+    description="Audio (+ MIDI) → mood: valence, arousal and a quadrant label (happy, tense, sad, calm)",
+    endpoint="mood",
+    subject="tuneforge.mood",
+    durable="mood",
+    stage="analyzing",
+)
 RESULT_MEMORY = 256  # recent results kept per process, by audio (and MIDI) sha256
 
 
@@ -89,6 +95,28 @@ class MoodAnalyzer:
     async def handle_request(self, data: bytes) -> Mood:
         return await self.analyze(msgspec.json.decode(data, type=MoodRequest))
 
+    async def handle_job(self, msg: Msg, js: JetStreamContext, events: EventPublisher) -> None:
+        job = msgspec.json.decode(msg.data, type=MoodJob)
+        if job.midi is None:
+            raise BadInput("a mood job finishes a render job: it needs the MIDI the audio was rendered from")
+        await events.progress(job.job_id, "analyzing", 0.0, WORKER_ID)
+        progress = ProgressReporter(events, job.job_id, "analyzing", WORKER_ID)
+        try:
+            mood = await self.analyze(MoodRequest(audio=job.audio, midi=job.midi), progress.report)
+        finally:
+            await progress.close()
+        await events.progress(job.job_id, "analyzing", 100.0, WORKER_ID)
+        result = JobResult(
+            midi=job.midi,
+            audio=job.audio,
+            duration_seconds=job.duration_seconds,
+            sample_rate_hz=job.options.sample_rate_hz,
+            format=job.options.format,
+            mood=mood,
+        )
+        await events.done(job.job_id, result)
+        await msg.ack()
+
 
 async def serve(settings: Settings, concurrency: int = 1) -> None:
     blobs = open_blob_store(settings.blob_url, settings.data_dir)
@@ -100,48 +128,7 @@ async def serve(settings: Settings, concurrency: int = 1) -> None:
         "mood model %s loaded and librosa warmed up in %.1f s", model.version, time.perf_counter() - started
     )
     analyzer = MoodAnalyzer(blobs, model, settings.data_dir / "work" / f"mood-{os.getpid()}")
-    client, js = await connect(settings.nats_url, "tuneforge-mood")
-    events = EventPublisher(js)
-    service = await add_service(
-        client,
-        name="tuneforge-mood",
-        version=VERSION,
-        description="Audio (+ MIDI) → mood: valence, arousal and a quadrant label (happy, tense, sad, calm)",
-    )
-    await service.add_endpoint(
-        name="mood", subject="tuneforge.mood", handler=micro_handler(analyzer.handle_request)
-    )
-
-    async def handle_job(msg: Msg) -> None:
-        job = msgspec.json.decode(msg.data, type=MoodJob)
-        if job.midi is None:
-            raise BadInput("a mood job finishes a render job: it needs the MIDI the audio was rendered from")
-        midi_ref = job.midi
-        await events.progress(job.job_id, "analyzing", 0.0)
-        progress = ProgressReporter(events, job.job_id, "analyzing")
-        try:
-            mood = await analyzer.analyze(MoodRequest(audio=job.audio, midi=job.midi), progress.report)
-        finally:
-            await progress.close()
-        await events.progress(job.job_id, "analyzing", 100.0)
-        await events.done(
-            job.job_id,
-            JobResult(
-                midi=midi_ref,
-                audio=job.audio,
-                duration_seconds=job.duration_seconds,
-                sample_rate_hz=job.options.sample_rate_hz,
-                format=job.options.format,
-                mood=mood,
-            ),
-        )
-        await msg.ack()
-
-    stopping = asyncio.Event()
-    log.info("tuneforge-mood %s ready (service id %s)", VERSION, service.id)
     try:
-        await run_consumer(js, "mood", handle_job, events, "analyzing", concurrency, stopping)
+        await run_actor(SPEC, settings.nats_url, analyzer.handle_request, analyzer.handle_job, concurrency)
     finally:
-        stopping.set()
-        await shut_down(service, client)
         await blobs.close()
