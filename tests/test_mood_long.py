@@ -62,9 +62,7 @@ def test_ten_minutes_get_a_full_timeline_in_bounded_memory(
     windows = mood.timeline
     assert len(windows) >= seconds / 5 - 1  # every 5-second window of the piece
     assert windows[0].start_seconds == 0.0 and windows[-1].end_seconds == pytest.approx(seconds, abs=5.0)
-    assert all(
-        a.end_seconds == pytest.approx(b.start_seconds) for a, b in zip(windows, windows[1:], strict=False)
-    )
+    assert all(a.end_seconds == pytest.approx(b.start_seconds) for a, b in itertools.pairwise(windows))
     # The timeline follows the music: the fast, loud half is clearly more aroused. (Valence from
     # audio alone is the model's weak axis: it does not reliably separate these halves.)
     first = [w for w in windows if w.end_seconds <= HALF_S]
