@@ -19,7 +19,11 @@ def inspect_midi(data: bytes, max_seconds: float) -> float:
         seconds = float(midi.length)
     except MidiError:
         raise
-    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as error:
+    except EOFError:
+        raise MidiError(
+            "not a valid Standard MIDI File: it ends in the middle of its data (truncated?)"
+        ) from None
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
         raise MidiError(f"not a valid Standard MIDI File: {str(error) or type(error).__name__}") from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise MidiError("the MIDI file contains no timed events to play")

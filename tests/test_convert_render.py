@@ -149,6 +149,12 @@ def test_corrupt_midi_is_rejected_with_a_message(data: bytes) -> None:
         inspect_midi(data, 600)
 
 
+def test_truncated_midi_says_so() -> None:
+    whole = score_to_midi(held_a4(4.0))
+    with pytest.raises(MidiError, match="truncated"):
+        inspect_midi(whole[: len(whole) - 6], 600)
+
+
 def test_overlong_midi_is_rejected() -> None:
     with pytest.raises(MidiError, match="at most 60 s"):
         inspect_midi(score_to_midi(held_a4(61.0)), 60)
