@@ -349,5 +349,8 @@ class Backend:
                 msgspec.json.encode(failed),
                 headers={"Nats-Msg-Id": f"{job_id}:failed"},
             )
+            # Reported: the message would otherwise wait in the work queue until its max age.
+            with contextlib.suppress(nats.js.errors.NotFoundError):  # another API replica was first
+                await self.jetstream.delete_msg("TUNEFORGE_JOBS", advisory["stream_seq"])
         except Exception:
             log.exception("could not handle a max-deliveries advisory")

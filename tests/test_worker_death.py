@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import msgspec
 import nats
 import pytest
@@ -40,6 +41,12 @@ def dense_piece(seconds: float, voices: int) -> Score:
     return Score(tracks=tracks[:15], tempo_bpm=120)
 
 
+def start_process(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
 def start_exporter(nats_url: str, data_dir: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -47,13 +54,7 @@ def start_exporter(nats_url: str, data_dir: Path) -> subprocess.Popen[bytes]:
         "TUNEFORGE_DATA_DIR": str(data_dir),
         "NUMBA_CACHE_DIR": str(REPO_ROOT / ".venv" / "numba-cache"),
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "tuneforge", "actor", "exporter"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    return start_process([sys.executable, "-m", "tuneforge", "actor", "exporter"], env)
 
 
 async def wait_for_instances(
@@ -122,5 +123,63 @@ async def test_killed_exporter_mid_render_the_job_completes_once(tmp_path: Path)
         await nc.drain()
     finally:
         for process in replicas.values():
+            _stop(process)
+        _stop(nats_process)
+
+
+@pytest.mark.slow
+async def test_a_job_whose_workers_all_die_is_reported_failed(tmp_path: Path) -> None:
+    """Every delivery's worker is killed: after the last one the job is `failed`, with the reason."""
+    from tuneforge.infra.jetstream import consumer_definition
+
+    max_deliver = consumer_definition("exporter")["max_deliver"]
+    nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
+    port = free_port()
+    env = {**os.environ, "TUNEFORGE_NATS_URL": nats_url, "TUNEFORGE_DATA_DIR": str(tmp_path)}
+    api = start_process([sys.executable, "-m", "tuneforge", "api", "--port", str(port)], env)
+    exporters: list[subprocess.Popen[bytes]] = []
+    try:
+        from tuneforge.embedded import wait_for_port
+
+        wait_for_port("127.0.0.1", port, 60, api)
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        midi = score_to_midi(dense_piece(600.0, 12))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            created = await client.post(
+                "/jobs?sample_rate_hz=22050", content=midi, headers={"content-type": "audio/midi"}
+            )
+            assert created.status_code == 202, created.text
+            job_id = created.json()["id"]
+            events = await js.subscribe(f"tuneforge.events.{job_id}", ordered_consumer=True)
+            for attempt in range(1, max_deliver + 1):
+                exporter = start_exporter(nats_url, tmp_path)
+                exporters.append(exporter)
+                while True:  # this attempt's worker announces itself, then dies mid-render
+                    event = json.loads((await events.next_msg(timeout=60)).data)
+                    if (
+                        event["event"] == "progress"
+                        and event["stage"] == "rendering"
+                        and event["percent"] > 0
+                    ):
+                        break
+                assert int(event["detail"].rsplit(":", 1)[1]) == exporter.pid, f"attempt {attempt}"
+                exporter.kill()
+                exporter.wait()
+            # The server reports max deliveries when a pull comes after the last ack deadline: a
+            # healthy replica (restarted by the supervisor, say) pulls, and must not get the job.
+            exporters.append(start_exporter(nats_url, tmp_path))
+            deadline = time.monotonic() + 60
+            job = (await client.get(f"/jobs/{job_id}")).json()
+            while job["status"] != "failed" and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                job = (await client.get(f"/jobs/{job_id}")).json()
+        assert job["status"] == "failed", job
+        assert job["error"]["code"] == 500
+        assert f"failed on all {max_deliver} attempts" in job["error"]["message"]
+        assert (await js.stream_info("TUNEFORGE_JOBS")).state.messages == 0  # not left in the queue
+        await nc.drain()
+    finally:
+        for process in (*exporters, api):
             _stop(process)
         _stop(nats_process)
