@@ -13,8 +13,8 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
-from tuneforge.api.backend import Backend
-from tuneforge.api.jobs import JobController, download
+from tuneforge.api.backend import Backend, RemoteError, ServiceTimeout, ServiceUnavailable
+from tuneforge.api.jobs import JobController, download, pipeline_error_response
 from tuneforge.api.mood import get_mood, job_mood, mood
 from tuneforge.api.openapi import add_contract_schemas
 from tuneforge.api.system import STATIC_DIR, clear_cache, healthz, instruments, page
@@ -50,6 +50,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="TuneForge", version="0.1.0", path="/schema"),
         request_max_body_size=MAX_UPLOAD_BYTES + 64 * 1024,
+        exception_handlers={
+            ServiceUnavailable: pipeline_error_response,
+            ServiceTimeout: pipeline_error_response,
+            RemoteError: pipeline_error_response,
+        },
     )
     add_contract_schemas(app.openapi_schema)
     return app

@@ -194,8 +194,11 @@ class Backend:
                 msgspec.json.encode(job_message),
                 headers={"Nats-Msg-Id": f"{job.id}:{stage}"},
             )
-        except (nats.errors.NoRespondersError, nats.errors.ConnectionClosedError) as error:
-            raise ServiceUnavailable(f"could not queue the job: {error}") from None
+        except Exception as error:
+            # Not accepted after all: the record must not stay `queued` for a job nobody will run.
+            message = f"could not queue the job: {type(error).__name__}: {error}"
+            await self.db.mark_failed(job.id, 503, message)
+            raise ServiceUnavailable(message) from None
         return job
 
     async def render_and_wait(self, render: RenderInput, timeout_s: float) -> tuple[JobRecord, JobResult]:

@@ -49,6 +49,14 @@ class GatewayTimeout(HTTPException):
     status_code = 504
 
 
+def pipeline_error_response(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """App-wide: a pipeline failure raised anywhere becomes its HTTP status with a JSON detail."""
+    mapped = http_error(error)
+    return Response(
+        {"status_code": mapped.status_code, "detail": mapped.detail}, status_code=mapped.status_code
+    )
+
+
 def http_error(error: Exception) -> HTTPException:
     """The HTTP face of a pipeline failure."""
     if isinstance(error, ServiceUnavailable):
@@ -216,6 +224,8 @@ class JobController(Controller):
             raise NotFoundException(f"no job {job_id}")
         last_id = request.headers.get("last-event-id", "")
         start_seq = int(last_id) + 1 if last_id.isdigit() else 1
+        if not job.from_cache:
+            _ = backend.jetstream  # 503 now, while a status can still be sent, if NATS is away
         return ServerSentEvent(
             self._event_stream(backend, job, start_seq),
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -173,6 +173,15 @@ class JobDatabase:
                 row.error_message = event.error.message
             return _record(row)
 
+    async def mark_failed(self, job_id: str, code: int, message: str) -> None:
+        """Fail a job that never reached the pipeline (so no event will ever finish it)."""
+        async with self._sessions() as session, session.begin():
+            row = await session.get(JobRow, job_id, with_for_update=True)
+            if row is not None and row.status not in ("done", "failed"):
+                row.status = row.stage = "failed"
+                row.finished_at = time.time()
+                row.error_code, row.error_message = code, message
+
     @staticmethod
     def _close_stage(row: JobRow, now: float) -> None:
         if row.stage_started_at is not None and row.stage not in ("done", "failed"):

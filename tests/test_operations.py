@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 
 from tests.conftest import REPO_ROOT, Stack, _stop, is_ready
@@ -134,3 +136,31 @@ def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def test_a_job_that_cannot_be_queued_is_refused_and_recorded_failed(tmp_path: Path) -> None:
+    nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
+    api, url = start_api(nats_url, tmp_path)
+
+    async def delete_jobs_stream() -> None:
+        nc = await nats.connect(nats_url)
+        await nc.jetstream().delete_stream("TUNEFORGE_JOBS")
+        await nc.close()
+
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            accepted = client.post("/jobs", json={"notes": [[440.0]]})
+            assert accepted.status_code == 202
+            asyncio.run(delete_jobs_stream())  # JetStream can no longer take jobs
+            refused = client.post("/jobs", json={"notes": [[523.25]]})
+            assert refused.status_code == 503 and "could not queue the job" in refused.json()["detail"]
+            newest = client.get("/jobs", params={"limit": 1}).json()["jobs"][0]
+            assert newest["status"] == "failed" and newest["error"]["code"] == 503  # no ghost "queued" job
+
+            _stop(nats_process)  # the bus goes away: an event stream is refused in words, not broken
+            time.sleep(1)
+            events = client.get(f"/jobs/{accepted.json()['id']}/events")
+            assert events.status_code == 503 and "NATS" in events.json()["detail"]
+    finally:
+        _stop(api)
+        _stop(nats_process)
