@@ -15,9 +15,11 @@ import contextlib
 import logging
 import os
 import socket
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -184,6 +186,18 @@ class ProgressReporter:
 
 
 JobHandler = Callable[[Msg], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def scratch_file(work_dir: Path, suffix: str) -> AsyncIterator[Path]:
+    """A temporary file in the actor's work folder, removed afterwards whatever happens."""
+    handle, name = tempfile.mkstemp(suffix=suffix, dir=work_dir)
+    os.close(handle)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
 async def _keep_alive(msg: Msg, interval_s: float) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tuneforge.actors.runtime import (
     EventPublisher,
     ProgressReporter,
     run_actor,
+    scratch_file,
 )
 from tuneforge.contracts.jobs import (
     AUDIO_CONTENT_TYPES,
@@ -69,10 +69,7 @@ class Exporter:
             expected_seconds = inspect_midi(midi, MAX_DURATION_SECONDS)
         except (BlobNotFound, MidiError, ValueError) as error:
             raise BadInput(str(error)) from None
-        handle, name = tempfile.mkstemp(suffix=f".{request.format}", dir=self.work_dir)
-        os.close(handle)
-        out_path = Path(name)
-        try:
+        async with scratch_file(self.work_dir, f".{request.format}") as out_path:
             async with self._slots:
                 try:
                     result = await asyncio.to_thread(
@@ -90,8 +87,6 @@ class Exporter:
             audio = await self.blobs.put_file(
                 out_path, "audio", request.format, AUDIO_CONTENT_TYPES[request.format]
             )
-        finally:
-            await asyncio.to_thread(out_path.unlink, missing_ok=True)
         return ExportReply(
             audio=audio,
             duration_seconds=round(result.duration_seconds, 6),

@@ -11,7 +11,6 @@ import asyncio
 import collections
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -30,6 +29,7 @@ from tuneforge.actors.runtime import (
     EventPublisher,
     ProgressReporter,
     run_actor,
+    scratch_file,
 )
 from tuneforge.contracts.jobs import JobResult, MoodJob
 from tuneforge.contracts.limits import MAX_MIDI_BYTES
@@ -72,10 +72,7 @@ class MoodAnalyzer:
         except (BlobNotFound, ValueError) as error:
             raise BadInput(str(error)) from None
         suffix = PurePosixPath(urlparse(request.audio.uri).path).suffix[:8] or ".audio"
-        handle, name = tempfile.mkstemp(suffix=suffix, dir=self.work_dir)
-        os.close(handle)
-        path = Path(name)
-        try:
+        async with scratch_file(self.work_dir, suffix) as path:
             try:
                 await self.blobs.download_to(request.audio, path)
             except BlobNotFound as error:
@@ -85,8 +82,6 @@ class MoodAnalyzer:
                     mood = await asyncio.to_thread(analyze, path, midi, self.model, on_progress)
                 except (AudioError, ValueError) as error:
                     raise BadInput(str(error)) from None
-        finally:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
         self._recent[key] = mood
         if len(self._recent) > RESULT_MEMORY:
             self._recent.popitem(last=False)
