@@ -37,7 +37,7 @@ def _stream_config(spec: dict[str, Any]) -> StreamConfig:
         subjects=spec["subjects"],
         retention=RetentionPolicy(spec["retention"]),
         storage=StorageType(spec["storage"]),
-        max_age=float(spec["max_age_seconds"]),
+        max_age=float(spec["max_age_seconds"]),  # 0: no age limit
         max_msg_size=spec.get("max_msg_size"),
         max_msgs_per_subject=spec.get("max_msgs_per_subject", -1),
         duplicate_window=float(spec["duplicate_window_seconds"]),

@@ -40,6 +40,7 @@ def test_jetstream_definitions_are_consistent() -> None:
     spec = definitions()
     streams = {s["name"]: s for s in spec["streams"]}
     assert streams["TUNEFORGE_JOBS"]["retention"] == "workqueue"
+    assert streams["TUNEFORGE_JOBS"]["max_age_seconds"] == 0  # a waiting job never expires unreported
     assert streams["TUNEFORGE_EVENTS"]["retention"] == "limits"
     consumers = {c["durable_name"]: c for c in spec["consumers"]}
     for stage in ("convert", "export", "mood"):
