@@ -83,7 +83,11 @@ def analyze(
     frames = piece.frames
 
     whole = F.span_features(frames)
-    whole_midi = F.midi_span_features(notes, 0.0, duration) if notes is not None else None
+    # Over the MIDI's own length, as in training: the audio adds the release tail, which would
+    # dilute every per-second MIDI feature (note density, polyphony, drum density).
+    whole_midi = (
+        F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)) if notes is not None else None
+    )
 
     # Timeline windows, each judged with some context on both sides.
     starts = np.arange(0.0, duration, window_seconds) if duration > window_seconds else np.zeros(0)
