@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from tuneforge.embedded import free_port
+
 SOUNDFONT = Path(os.environ.get("TUNEFORGE_SOUNDFONT_DIR", "/usr/share/sounds/sf2")) / "FluidR3_GM.sf2"
 PASSWORD = "bench-" + os.urandom(8).hex()
 
@@ -60,11 +62,7 @@ def piano_piece(seconds: float, seed: int = 7) -> dict:
 
 
 def start_stack(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "CACHE_RESET_PWD": PASSWORD}
     env.pop("TUNEFORGE_NATS_URL", None)
     process = subprocess.Popen(
