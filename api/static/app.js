@@ -198,6 +198,17 @@
     return text;
   }
 
+  /** A reply's body: parsed JSON when it is JSON, else its text (null when empty). */
+  async function readBody(response) {
+    const raw = await response.text();
+    if (!raw) return null;
+    try {
+      return JSON.parse(raw);
+    } catch {
+      return raw;
+    }
+  }
+
   async function api(path, options = {}) {
     let response;
     try {
@@ -208,15 +219,7 @@
     } catch (error) {
       throw new ApiError(`Could not reach the TuneForge server (${error.message || error}).`, 0, null);
     }
-    const raw = await response.text();
-    let body = null;
-    if (raw) {
-      try {
-        body = JSON.parse(raw);
-      } catch {
-        body = raw;
-      }
-    }
+    const body = await readBody(response);
     if (!response.ok) {
       const text = errorText(body, response.status, response.statusText);
       throw new ApiError(`${text}`, response.status, body);
@@ -1517,13 +1520,7 @@
     try {
       const response = await fetch(src, { headers: { accept: "application/json" } });
       if (!response.ok) {
-        const raw = await response.text();
-        let body = raw;
-        try {
-          body = JSON.parse(raw);
-        } catch {
-          /* not JSON */
-        }
+        const body = await readBody(response);
         message = `${errorText(body, response.status, response.statusText)} (${response.status})`;
       }
     } catch (error) {
@@ -1549,13 +1546,7 @@
       try {
         const response = await fetch(link.href);
         if (!response.ok) {
-          const raw = await response.text();
-          let body = raw;
-          try {
-            body = JSON.parse(raw);
-          } catch {
-            /* not JSON */
-          }
+          const body = await readBody(response);
           throw new ApiError(errorText(body, response.status, response.statusText), response.status, body);
         }
         const blob = await response.blob();
