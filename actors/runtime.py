@@ -238,11 +238,17 @@ async def run_actor(
     handle_request: Callable[[bytes], Awaitable[msgspec.Struct]],
     handle_job: JobWork,
     concurrency: int,
+    metadata: dict[str, str] | None = None,
 ) -> None:
-    """Serve the endpoint and consume jobs until cancelled; then leave NATS promptly."""
+    """Serve the endpoint and consume jobs until cancelled; then leave NATS promptly.
+
+    `metadata` is published in the service's `$SRV.INFO` (what `nats micro info` shows).
+    """
     client, js = await connect(nats_url, spec.service)
     events = EventPublisher(js)
-    service = await add_service(client, name=spec.service, version=VERSION, description=spec.description)
+    service = await add_service(
+        client, name=spec.service, version=VERSION, description=spec.description, metadata=metadata or {}
+    )
     await service.add_endpoint(
         name=spec.endpoint, subject=spec.subject, handler=micro_handler(handle_request)
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -37,6 +38,7 @@ from tuneforge.contracts.jobs import (
     input_key,
     jobs_subject,
 )
+from tuneforge.contracts.mood import MOOD_MODEL_METADATA_KEY
 from tuneforge.contracts.music import Score
 from tuneforge.infra.jetstream import apply_definitions
 from tuneforge.settings import Settings
@@ -46,6 +48,7 @@ from tuneforge.storage.database import JobDatabase, JobRecord
 
 log = logging.getLogger(__name__)
 ACTOR_SERVICES = ("tuneforge-converter", "tuneforge-exporter")
+MOOD_SERVICE = "tuneforge-mood"
 EVENT_DECODER = msgspec.json.Decoder(JobEvent)
 
 
@@ -164,9 +167,32 @@ class Backend:
             job, status="failed", stage="failed", finished_at=event.at_unix, error=error
         )
 
-    async def submit(self, render: RenderInput, job_id: str | None = None) -> JobRecord:
+    async def mood_model(self) -> str:
+        """The model version the running mood actor advertises in `$SRV.INFO` ("" when none answers)."""
+        if self.nc is None or not self.nc.is_connected:
+            return ""
+        try:
+            msg = await self.nc.request(f"$SRV.INFO.{MOOD_SERVICE}", b"", timeout=0.5)
+            info = msgspec.json.decode(msg.data)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, msgspec.DecodeError):
+            return ""
+        metadata = info.get("metadata") if isinstance(info, dict) else None
+        return str((metadata or {}).get(MOOD_MODEL_METADATA_KEY, ""))
+
+    async def render_key(self, render: RenderInput) -> str:
+        """The render's cache key; with mood analysis it names the mood model too.
+
+        So a retrained model is not answered with moods its predecessor computed.
+        """
+        if not render.options.analyze_mood:
+            return render.key
+        return hashlib.sha256(f"{render.key}:{await self.mood_model()}".encode()).hexdigest()
+
+    async def submit(
+        self, render: RenderInput, job_id: str | None = None, key: str | None = None
+    ) -> JobRecord:
         """Accept a render job: answered from the cache, or queued on the durable work queue."""
-        key = render.key
+        key = key or await self.render_key(render)
         cached = await self.cache.get("render", key, JobResult)
         if cached is not None:
             return await self.db.create_job(key, render.kind, msgspec.to_builtins(render.options), cached)
@@ -203,7 +229,7 @@ class Backend:
 
     async def render_and_wait(self, render: RenderInput, timeout_s: float) -> tuple[JobRecord, JobResult]:
         """Submit a job and wait for its result (for the synchronous endpoints)."""
-        key = render.key
+        key = await self.render_key(render)
         cached = await self.cache.get("render", key, JobResult)
         if cached is not None:
             job = await self.db.create_job(key, render.kind, msgspec.to_builtins(render.options), cached)
@@ -220,7 +246,7 @@ class Backend:
         job_id = str(uuid.uuid4())
         subscription = await self.nc.subscribe(events_subject(job_id), cb=on_event)  # type: ignore[union-attr]
         try:
-            job = await self.submit(render, job_id)
+            job = await self.submit(render, job_id, key)
             try:
                 final = await asyncio.wait_for(outcome, timeout_s)
             except TimeoutError:
@@ -237,7 +263,7 @@ class Backend:
     def _services_for(self, render: RenderInput) -> tuple[str, ...]:
         names = ["tuneforge-exporter"] if render.kind == "midi" else list(ACTOR_SERVICES)
         if render.options.analyze_mood:
-            names.append("tuneforge-mood")
+            names.append(MOOD_SERVICE)
         return tuple(names)
 
     async def request(self, subject: str, body: msgspec.Struct, reply_type: type, timeout_s: float = 120.0):

@@ -6,7 +6,8 @@
   multipart field `file`;
 - `GET /jobs/{id}/mood`: the mood of a finished job (analysed now if the job did not ask for it).
 
-Audio moods are cached by the sha256 of the audio (and of the MIDI, when it informs the result).
+Moods are cached by the mood model's version and the sha256 of the audio (and of the MIDI, when it
+informs the result): the mood actor advertises its model in `$SRV.INFO` metadata.
 """
 
 from __future__ import annotations
@@ -60,9 +61,15 @@ def audio_container(data: bytes) -> tuple[str, str]:
     return AUDIO_CONTAINERS[container]
 
 
+async def mood_cache_key(backend: Backend, audio_sha256: str, midi_sha256: str | None = None) -> str:
+    """Moods are cached per model version, so a retrained model is not answered from old results."""
+    key = audio_sha256 if midi_sha256 is None else f"{audio_sha256}:{midi_sha256}"
+    return f"{await backend.mood_model()}:{key}"
+
+
 async def mood_of_audio(backend: Backend, audio: BlobRef, midi: BlobRef | None = None) -> Mood:
-    """Ask the mood actor, through the cache (keyed by the audio's sha256, and the MIDI's)."""
-    key = audio.sha256 if midi is None else f"{audio.sha256}:{midi.sha256}"
+    """Ask the mood actor, through the cache (keyed by the model, the audio's sha256 and the MIDI's)."""
+    key = await mood_cache_key(backend, audio.sha256, midi.sha256 if midi else None)
     cached = await backend.cache.get("mood", key, Mood)
     if cached is not None:
         return cached
@@ -113,7 +120,9 @@ async def mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
             "POST /mood takes an audio or MIDI file; send Grid or Score JSON to /get_mood"
         )
     extension, audio_type = audio_container(data)
-    cached = await backend.cache.get("mood", hashlib.sha256(data).hexdigest(), Mood)
+    cached = await backend.cache.get(
+        "mood", await mood_cache_key(backend, hashlib.sha256(data).hexdigest()), Mood
+    )
     if cached is not None:
         return cached
     ref = await backend.blobs.put_bytes(data, "uploads", extension, audio_type)

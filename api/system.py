@@ -17,7 +17,7 @@ from litestar.exceptions import (
 )
 from litestar.response import File, Response
 
-from tuneforge.api.backend import ACTOR_SERVICES, Backend
+from tuneforge.api.backend import ACTOR_SERVICES, MOOD_SERVICE, Backend
 from tuneforge.api.inputs import media_type
 from tuneforge.contracts.instruments import GM_PROGRAMS
 
@@ -41,7 +41,7 @@ async def healthz(backend: Backend) -> Response[dict[str, Any]]:
         "blob_store": await _check(backend.blobs.check()),
         "cache": await _check(backend.cache.check()),
     }
-    services = (*ACTOR_SERVICES, "tuneforge-mood")
+    services = (*ACTOR_SERVICES, MOOD_SERVICE)
     counts = await asyncio.gather(*(backend.ping(s, timeout_s=0.5, count_all=True) for s in services))
     for service, count in zip(services, counts, strict=True):
         checks[service] = (

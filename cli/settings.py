@@ -18,6 +18,7 @@ class Settings(msgspec.Struct, frozen=True):
     cache_url: str
     cache_reset_password: str | None
     soundfont_dir: Path
+    mood_model_dir: Path | None  # None: the model committed with the mood actor
 
     @classmethod
     def from_env(cls, data_dir: Path | None = None) -> Settings:
@@ -33,4 +34,7 @@ class Settings(msgspec.Struct, frozen=True):
             # An empty password counts as unset: it must never open the guarded endpoint.
             cache_reset_password=os.environ.get("CACHE_RESET_PWD") or None,
             soundfont_dir=Path(os.environ.get("TUNEFORGE_SOUNDFONT_DIR", "/usr/share/sounds/sf2")),
+            mood_model_dir=Path(os.environ["TUNEFORGE_MOOD_MODEL_DIR"])
+            if os.environ.get("TUNEFORGE_MOOD_MODEL_DIR")
+            else None,
         )

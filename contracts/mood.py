@@ -21,6 +21,10 @@ MOOD_LABELS: tuple[MoodLabel, ...] = ("happy", "tense", "sad", "calm")
 QUADRANTS: tuple[Quadrant, ...] = ("Q1", "Q2", "Q3", "Q4")
 QUADRANT_OF_LABEL: dict[str, Quadrant] = dict(zip(MOOD_LABELS, QUADRANTS, strict=True))
 
+# tuneforge-mood advertises the version of its model in its `$SRV.INFO` metadata under this key,
+# so that moods cached elsewhere can be keyed by the model that computed them.
+MOOD_MODEL_METADATA_KEY = "model"
+
 Unit = Annotated[float, Meta(ge=-1.0, le=1.0)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 

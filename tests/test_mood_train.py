@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("skl2onnx", reason="the `train` extra is not installed")
 
-from tuneforge.actors.mood.train import candidates, to_onnx  # noqa: E402
+from tuneforge.actors.mood.train import candidates, to_onnx
 
 
 @pytest.mark.parametrize("name", sorted(candidates(seed=1)))

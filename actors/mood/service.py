@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from tuneforge.actors.mood.analyze import AudioError, analyze, warm_up
-from tuneforge.actors.mood.model import MoodModel, load_model
+from tuneforge.actors.mood.model import MODEL_DIR, MoodModel, load_model
 from tuneforge.actors.runtime import (
     WORKER_ID,
     ActorSpec,
@@ -33,7 +33,7 @@ from tuneforge.actors.runtime import (
 )
 from tuneforge.contracts.jobs import JobResult, MoodJob
 from tuneforge.contracts.limits import MAX_MIDI_BYTES
-from tuneforge.contracts.mood import Mood, MoodRequest
+from tuneforge.contracts.mood import MOOD_MODEL_METADATA_KEY, Mood, MoodRequest
 from tuneforge.settings import Settings
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
 
@@ -116,7 +116,7 @@ class MoodAnalyzer:
 async def serve(settings: Settings, concurrency: int = 1) -> None:
     blobs = open_blob_store(settings.blob_url, settings.data_dir)
     started = time.perf_counter()
-    model = await asyncio.to_thread(load_model)
+    model = await asyncio.to_thread(load_model, settings.mood_model_dir or MODEL_DIR)
     # numba JIT (librosa) is a start-up cost, not a request cost; cached under NUMBA_CACHE_DIR.
     await asyncio.to_thread(warm_up, model)
     log.info(
@@ -124,6 +124,14 @@ async def serve(settings: Settings, concurrency: int = 1) -> None:
     )
     analyzer = MoodAnalyzer(blobs, model, settings.data_dir / "work" / f"mood-{os.getpid()}")
     try:
-        await run_actor(SPEC, settings.nats_url, analyzer.handle_request, analyzer.handle_job, concurrency)
+        # The model's version is advertised so that the API can key its cached moods by it.
+        await run_actor(
+            SPEC,
+            settings.nats_url,
+            analyzer.handle_request,
+            analyzer.handle_job,
+            concurrency,
+            metadata={MOOD_MODEL_METADATA_KEY: model.version},
+        )
     finally:
         await blobs.close()
