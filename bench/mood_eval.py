@@ -62,6 +62,7 @@ def confusion_table(predicted: np.ndarray, y: np.ndarray) -> str:
 
 
 def accuracy(emopia: Path, cache: Path) -> None:
+    import soundfile
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -83,8 +84,16 @@ def accuracy(emopia: Path, cache: Path) -> None:
 
     model = load_model()
     renderer = Renderer(SOUNDFONT_DIR)
-    y_val, audio_rows, midi_rows = [], [], []
-    predicted: dict[str, list[int]] = {"audio": [], "audio_midi": []}
+    y_val, midi_rows = [], []
+    # Audio feature rows for the baselines: level-normalised, and at the level they were rendered
+    # (`loud`: the same clip peak-normalised to -1 dBFS, as a mastered recording would be).
+    rows: dict[str, list[np.ndarray]] = {
+        "normalised": [],
+        "rendered": [],
+        "loud_normalised": [],
+        "loud_raw": [],
+    }
+    predicted: dict[str, list[int]] = {"audio": [], "audio_midi": [], "audio_loud": []}
     render_s = analyze_s = audio_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for i, row in enumerate(val):
@@ -99,9 +108,19 @@ def accuracy(emopia: Path, cache: Path) -> None:
                 mood = analyze(path, midi_bytes, model)
                 predicted[head].append(QUADRANTS.index(mood.quadrant))
             analyze_s += time.perf_counter() - started
-            # The same feature vectors, for the logistic-regression baseline.
-            frames = F.audio_frames(path).frames
-            audio_rows.append(F.span_features(frames).vector)
+            loud = Path(tmp) / "loud.wav"
+            samples, rate = soundfile.read(path, dtype="float32")
+            soundfile.write(loud, samples * (10 ** (-1 / 20) / max(float(np.abs(samples).max()), 1e-9)), rate)
+            predicted["audio_loud"].append(QUADRANTS.index(analyze(loud, None, model).quadrant))
+            # The same feature vectors, for the logistic-regression baselines.
+            for key, source, normalise in (
+                ("normalised", path, True),
+                ("rendered", path, False),
+                ("loud_normalised", loud, True),
+                ("loud_raw", loud, False),
+            ):
+                piece = F.audio_frames(source, normalise=normalise)
+                rows[key].append(F.span_features(piece.frames, piece.gain_db).vector)
             notes = F.read_midi_notes(midi)
             midi_rows.append(F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)).vector)
             y_val.append(QUADRANTS.index(row["quadrant"]))
@@ -116,17 +135,23 @@ def accuracy(emopia: Path, cache: Path) -> None:
         clf = LogisticRegression(C=0.1, max_iter=5000).fit(scaler.transform(x_fit), y_fit)
         return np.asarray(clf.predict(scaler.transform(x_val)))
 
-    x_audio_fit = cached["audio"][fit_rows]
-    x_both_fit = np.hstack([cached["audio"][fit_rows], cached["midi"][fit_rows]])
-    x_audio_val = np.array(audio_rows)
-    x_both_val = np.hstack([x_audio_val, np.array(midi_rows)])
+    x_audio_fit = cached["audio"][fit_rows]  # level-normalised, as the audio head reads them
+    x_rendered_fit = cached["audio_rendered"][fit_rows]  # at the render's level
+    x_both_fit = np.hstack([x_rendered_fit, cached["midi"][fit_rows]])
+    x_both_val = np.hstack([np.array(rows["rendered"]), np.array(midi_rows)])
     columns = {
         "majority": task_scores(np.full(len(y), majority), y),
-        "logreg audio": task_scores(logreg(x_audio_fit, x_audio_val), y),
+        "logreg audio": task_scores(logreg(x_audio_fit, np.array(rows["normalised"])), y),
         "model audio": task_scores(np.array(predicted["audio"]), y),
         "logreg audio+MIDI": task_scores(logreg(x_both_fit, x_both_val), y),
         "model audio+MIDI": task_scores(np.array(predicted["audio_midi"]), y),
         "published (test)": PUBLISHED,
+    }
+    # The same clips at a mastered recording's level: what level normalisation buys.
+    loud_columns = {
+        "logreg audio, level as is": task_scores(logreg(x_rendered_fit, np.array(rows["loud_raw"])), y),
+        "logreg audio, normalised": task_scores(logreg(x_audio_fit, np.array(rows["loud_normalised"])), y),
+        "model audio": task_scores(np.array(predicted["audio_loud"]), y),
     }
     print(f"\nEMOPIA val: {len(y)} clips, rendered piano/FluidR3/44.1 kHz through the exporter")
     print(f"  render {render_s:.1f} s, analysis (both heads) {analyze_s:.1f} s for {audio_s:.0f} s of audio")
@@ -135,6 +160,13 @@ def accuracy(emopia: Path, cache: Path) -> None:
     for task in ("quadrant", "arousal", "valence"):
         label = {"quadrant": "4 quadrants", "arousal": "arousal", "valence": "valence"}[task]
         print(f"  {label:<18}" + "".join(f"{columns[c][task]:>19.3f}" for c in columns))
+    print(
+        "\n  the same clips peak-normalised to -1 dBFS (a mastered recording's level; renders peak near -23)"
+    )
+    print("  accuracy            " + "".join(f"{c:>28}" for c in loud_columns))
+    for task in ("quadrant", "arousal", "valence"):
+        label = {"quadrant": "4 quadrants", "arousal": "arousal", "valence": "valence"}[task]
+        print(f"  {label:<18}" + "".join(f"{loud_columns[c][task]:>28.3f}" for c in loud_columns))
     n = len(y)
     for head in ("audio", "audio_midi"):
         acc = columns["model audio" if head == "audio" else "model audio+MIDI"]["quadrant"]
@@ -200,8 +232,8 @@ def child(mode: str, audio: Path, midi: Path | None) -> None:
 
         y, rate = soundfile.read(str(audio), dtype="float64", always_2d=True)
         mono = librosa.resample(y.mean(axis=1), orig_sr=rate, target_sr=F.SR)
-        frames = F.signal_frames(mono.astype(np.float32))
-        F.span_features(frames)
+        piece = F.signal_frames(mono.astype(np.float32))
+        F.span_features(piece.frames, piece.gain_db)
         seconds = len(y) / rate
     wall = time.perf_counter() - started
     after_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

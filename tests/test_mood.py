@@ -133,6 +133,25 @@ def test_fast_loud_major_is_happier_and_livelier_than_slow_soft_minor(
     assert analyze(happy_path, None, model).features.note_density_per_s is None
 
 
+def test_the_level_of_a_recording_does_not_change_its_mood(
+    renderer: Renderer, model: MoodModel, tmp_path: Path
+) -> None:
+    """A mastered recording is ~30 dB louder than a render: the same music must read the same."""
+    y, rate = soundfile.read(render(renderer, SAD, tmp_path / "render.wav"), dtype="float32")
+    peak = float(np.abs(y).max())
+    soundfile.write(tmp_path / "mastered.wav", y * (0.9 / peak), rate)  # as loud as a 16-bit file can be
+    quiet, loud = (
+        analyze(tmp_path / "render.wav", None, model),
+        analyze(tmp_path / "mastered.wav", None, model),
+    )
+    assert loud.features.loudness_db - quiet.features.loudness_db == pytest.approx(
+        20 * np.log10(0.9 / peak), abs=0.1
+    )
+    assert loud.label == quiet.label
+    assert loud.valence == pytest.approx(quiet.valence, abs=0.02)
+    assert loud.arousal == pytest.approx(quiet.arousal, abs=0.02)
+
+
 @pytest.mark.parametrize(
     ("rate", "channels", "fmt"),
     [
@@ -207,7 +226,7 @@ def test_streamed_frames_match_the_whole_signal(tmp_path: Path) -> None:
     y = tone(47.0, F.SR) + 0.01 * np.random.default_rng(3).standard_normal(int(47.0 * F.SR))
     soundfile.write(tmp_path / "long.wav", y.astype(np.float32), F.SR, subtype="FLOAT")
     streamed = F.audio_frames(tmp_path / "long.wav").frames
-    whole = F.signal_frames(y.astype(np.float32))
+    whole = F.signal_frames(y.astype(np.float32)).frames
     assert streamed.shape == whole.shape == (1 + len(y) // F.HOP, F.N_FRAME_FEATURES)
     np.testing.assert_allclose(streamed, whole, rtol=1e-3, atol=1e-3)
 

@@ -76,13 +76,13 @@ def analyze(
         if on_progress is not None:
             on_progress(percent * 0.9)
 
-    piece = F.audio_frames(audio_path, frames_progress)
+    piece = F.audio_frames(audio_path, frames_progress, model.level_normalised(notes is not None))
     duration = piece.info.duration_seconds
     if duration <= 0 or piece.n_frames == 0:
         raise AudioError("the audio file contains no samples")
     frames = piece.frames
 
-    whole = F.span_features(frames)
+    whole = F.span_features(frames, piece.gain_db)
     # Over the MIDI's own length, as in training: the audio adds the release tail, which would
     # dilute every per-second MIDI feature (note density, polyphony, drum density).
     whole_midi = (
@@ -97,7 +97,8 @@ def analyze(
         lo = max(0.0, start - CONTEXT_SECONDS)
         hi = min(duration, end + CONTEXT_SECONDS)
         summary = F.span_features(
-            frames[int(lo * F.FRAME_RATE) : max(int(hi * F.FRAME_RATE), int(lo * F.FRAME_RATE) + 1)]
+            frames[int(lo * F.FRAME_RATE) : max(int(hi * F.FRAME_RATE), int(lo * F.FRAME_RATE) + 1)],
+            piece.gain_db,
         )
         midi_summary = F.midi_span_features(notes, lo, hi) if notes is not None else None
         spans.append((float(start), float(end), summary, midi_summary))
@@ -152,5 +153,5 @@ def warm_up(model: MoodModel | None = None) -> None:
     y = (
         0.1 * np.sin(2 * np.pi * 440 * np.arange(F.SR * 2) / F.SR) + 0.01 * rng.standard_normal(F.SR * 2)
     ).astype(np.float32)
-    summary = F.span_features(F.signal_frames(y))
+    summary = F.span_features(F.signal_frames(y).frames)
     (model or load_model()).predict(summary.vector)

@@ -7,6 +7,13 @@ flux, RMS, spectral shape, chroma). What it keeps is a small float32 matrix of f
 features (about 40 numbers per 23 ms), so memory stays flat in the length of the piece:
 a 10-minute piece keeps ~4 MB of frame features however large its file.
 
+Audio of unknown origin is first brought to one level: its loud parts (the 95th percentile of
+100-ms RMS, measured in a first, cheap pass over the file) are set to `REFERENCE_LEVEL_DB`. A
+mastered recording is 30 dB louder than the exporter's renders the model learnt from; without
+this, level alone would read as arousal. Dynamics within the piece are kept, and the reported
+loudness is the file's own. Audio the exporter rendered from known MIDI keeps its level: there
+it follows the notes' velocities (FluidSynth at a fixed gain), a real cue for arousal.
+
 `span_features` then summarises any span of frames (the whole piece, or one timeline
 window) into the fixed vector the model reads; `midi_span_features` does the same from
 the notes of a Standard MIDI File when it is known.
@@ -26,7 +33,7 @@ import numpy as np
 import soundfile
 import soxr
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 3
 SR = 22050
 N_FFT = 2048
 HOP = 512
@@ -35,6 +42,10 @@ N_MELS = 64
 N_MFCC = 13
 BLOCK_SECONDS = 20.0  # audio read and transformed per block
 SILENCE_DB = -60.0
+# The level of a piece's loud parts after normalisation: about the median of the exporter's piano
+# renders (FluidSynth gain 0.2), where the silence gate and the onset flux's soft floor were tuned.
+REFERENCE_LEVEL_DB = -40.0
+LEVEL_FRAME_SECONDS = 0.1
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # Krumhansl–Kessler key profiles (C major, C minor), the usual template for key finding.
@@ -84,8 +95,9 @@ class AudioInfo:
 class FrameFeatures:
     """Frame-level features of a whole piece at `FRAME_RATE` frames per second."""
 
-    frames: np.ndarray  # (n_frames, N_FRAME_FEATURES) float32
+    frames: np.ndarray  # (n_frames, N_FRAME_FEATURES) float32, of the level-normalised signal
     info: AudioInfo
+    gain_db: float  # applied before the features (REFERENCE_LEVEL_DB − the piece's loud level, or 0)
 
     @property
     def n_frames(self) -> int:
@@ -103,8 +115,10 @@ def probe(path: Path) -> AudioInfo:
         raise AudioError(f"not a readable audio file: {error}") from None
 
 
-def iter_mono_blocks(path: Path, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
-    """The file as float32 mono at `SR`, block by block (streaming read and resampling)."""
+def iter_mono_blocks(
+    path: Path, block_seconds: float = BLOCK_SECONDS, resample: bool = True
+) -> Iterator[np.ndarray]:
+    """The file as float32 mono at `SR` (or at its own rate), block by block (streaming read)."""
     try:
         f = soundfile.SoundFile(str(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
@@ -112,7 +126,11 @@ def iter_mono_blocks(path: Path, block_seconds: float = BLOCK_SECONDS) -> Iterat
     with f:
         if f.samplerate <= 0 or f.channels <= 0:
             raise AudioError("the audio file has no samples")
-        resampler = None if f.samplerate == SR else soxr.ResampleStream(f.samplerate, SR, 1, dtype="float32")
+        resampler = (
+            None
+            if f.samplerate == SR or not resample
+            else soxr.ResampleStream(f.samplerate, SR, 1, dtype="float32")
+        )
         block_frames = max(1024, int(block_seconds * f.samplerate))
         while True:
             try:
@@ -128,6 +146,29 @@ def iter_mono_blocks(path: Path, block_seconds: float = BLOCK_SECONDS) -> Iterat
                 yield np.asarray(mono, dtype=np.float32)
             if last:
                 return
+
+
+def loud_level_db(blocks: Iterator[np.ndarray], sample_rate_hz: float) -> float:
+    """The level of the loud parts of a mono signal: 95th percentile of its 100-ms RMS, in dBFS."""
+    frame = max(1, round(LEVEL_FRAME_SECONDS * sample_rate_hz))
+    levels, carry = [], np.zeros(0, dtype=np.float32)
+    for block in blocks:
+        samples = np.concatenate([carry, block])
+        n = len(samples) // frame
+        if n:
+            power = np.mean(np.square(samples[: n * frame].reshape(n, frame), dtype=np.float64), axis=1)
+            levels.append(10 * np.log10(np.maximum(power, 1e-20)))
+        carry = samples[n * frame :]
+    if len(carry):  # a clip shorter than one frame still has a level
+        levels.append(
+            np.array([10 * math.log10(max(float(np.mean(np.square(carry, dtype=np.float64))), 1e-20))])
+        )
+    return float(np.percentile(np.concatenate(levels), 95)) if levels else -200.0
+
+
+def normalising_gain_db(level_db: float) -> float:
+    """The gain that brings a piece's loud parts to `REFERENCE_LEVEL_DB`; none for (near) silence."""
+    return REFERENCE_LEVEL_DB - level_db if level_db > SILENCE_DB else 0.0
 
 
 class _FrameComputer:
@@ -186,13 +227,21 @@ class _FrameComputer:
         return np.concatenate(self.out)
 
 
-def audio_frames(path: Path, on_progress: Callable[[float], None] | None = None) -> FrameFeatures:
-    """Frame features of an audio file, streamed block by block."""
+def audio_frames(
+    path: Path, on_progress: Callable[[float], None] | None = None, normalise: bool = True
+) -> FrameFeatures:
+    """Frame features of an audio file, streamed block by block; `normalise`d in a first pass."""
     info = probe(path)
+    gain_db = (
+        normalising_gain_db(loud_level_db(iter_mono_blocks(path, resample=False), info.sample_rate_hz))
+        if normalise
+        else 0.0
+    )
+    gain = np.float32(10 ** (gain_db / 20))
     computer = _FrameComputer()
     done_seconds = 0.0
     for block in iter_mono_blocks(path):
-        computer.push(block)
+        computer.push(block * gain)
         done_seconds += len(block) / SR
         if on_progress is not None and info.duration_seconds > 0:
             on_progress(min(99.0, 100.0 * done_seconds / info.duration_seconds))
@@ -200,14 +249,18 @@ def audio_frames(path: Path, on_progress: Callable[[float], None] | None = None)
     frames = computer.result()
     # The true length (MP3 headers can only estimate it).
     duration = done_seconds if done_seconds > 0 else info.duration_seconds
-    return FrameFeatures(frames, AudioInfo(info.sample_rate_hz, info.channels, duration, info.format))
+    return FrameFeatures(
+        frames, AudioInfo(info.sample_rate_hz, info.channels, duration, info.format), gain_db
+    )
 
 
-def signal_frames(y: np.ndarray) -> np.ndarray:
-    """Frame features of a mono signal already at `SR` (tests, warm-up)."""
+def signal_frames(y: np.ndarray, normalise: bool = True) -> FrameFeatures:
+    """Frame features of a mono signal already at `SR` (tests, warm-up, benchmarks)."""
+    y = np.asarray(y, dtype=np.float32)
+    gain_db = normalising_gain_db(loud_level_db(iter([y]), SR)) if normalise else 0.0
     computer = _FrameComputer()
-    computer.push(np.asarray(y, dtype=np.float32), final=True)
-    return computer.result()
+    computer.push(y * np.float32(10 ** (gain_db / 20)), final=True)
+    return FrameFeatures(computer.result(), AudioInfo(SR, 1, len(y) / SR, "signal"), gain_db)
 
 
 # --- summaries of a span of frames ----------------------------------------------------------------
@@ -304,8 +357,12 @@ class SpanSummary:
     sounding_fraction: float
 
 
-def span_features(frames: np.ndarray) -> SpanSummary:
-    """Summarise frame features (`frames[a:b]` of one span) into the model's feature vector."""
+def span_features(frames: np.ndarray, gain_db: float = 0.0) -> SpanSummary:
+    """Summarise frame features (`frames[a:b]` of one span) into the model's feature vector.
+
+    `gain_db` is the normalising gain the frames were computed with: the reported loudness is the
+    file's own (the vector keeps the normalised one, as the model was trained).
+    """
     n = len(frames)
     seconds = max(n / FRAME_RATE, 1e-3)
     if n == 0:
@@ -407,7 +464,7 @@ def span_features(frames: np.ndarray) -> SpanSummary:
         key=PITCH_CLASSES[tonic],
         mode=mode,
         key_confidence=max(0.0, key_clarity),
-        loudness_db=loudness_db,
+        loudness_db=loudness_db - gain_db,
         dynamic_range_db=dynamic_range,
         brightness_hz=centroid,
         onset_rate_per_s=onset_rate,

@@ -69,6 +69,8 @@ class _Head:
         # Classes as the classifier saw them (indices into QUADRANTS).
         self.class_order: list[int] = list(spec.get("class_order", range(4)))
         self.decision: str = spec.get("decision", "argmax")
+        # Whether its audio features are computed on level-normalised audio (features.audio_frames).
+        self.level_normalised: bool = bool(spec.get("level_normalised", False))
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         x = ((np.asarray(rows, dtype=np.float32) - self.mean) / self.scale).astype(np.float32)
@@ -89,6 +91,13 @@ class MoodModel:
         self.meta = json.loads(meta_path.read_text())
         self.version: str = self.meta.get("version", "")
         self.heads = {name: _Head(directory, spec) for name, spec in self.meta["models"].items()}
+
+    def _head_name(self, with_midi: bool) -> str:
+        return "audio_midi" if with_midi and "audio_midi" in self.heads else "audio"
+
+    def level_normalised(self, with_midi: bool) -> bool:
+        """Whether the head that will answer reads features of level-normalised audio."""
+        return self.heads[self._head_name(with_midi)].level_normalised
 
     def predict(self, audio: np.ndarray, midi: np.ndarray | None = None) -> list[Prediction]:
         """Predictions for rows of audio features (and, when known, MIDI features)."""
@@ -112,8 +121,7 @@ class MoodModel:
         return int(np.argmax(p))
 
     def name(self, with_midi: bool) -> str:
-        head = "audio_midi" if with_midi and "audio_midi" in self.heads else "audio"
-        return f"{head}@{self.version}"
+        return f"{self._head_name(with_midi)}@{self.version}"
 
 
 @functools.cache

@@ -144,27 +144,37 @@ def feature_path(cache: Path) -> Path:
 
 
 def extract_all(clips: list[Clip], emopia: Path, cache: Path) -> dict[str, np.ndarray]:
-    """Audio and MIDI feature vectors of every render; cached per feature version."""
+    """Audio and MIDI feature vectors of every render; cached per feature version.
+
+    Audio features twice: `audio` of the level-normalised render (for the `audio` head, which
+    hears uploads of any level) and `audio_rendered` at the render's own level (for the
+    `audio_midi` head, which only hears the exporter's renders).
+    """
     path = feature_path(cache)
     if path.exists():
         data = dict(np.load(path, allow_pickle=False))
         if int(data.get("n_rows", 0)) == sum(len(variants_for(c)) for c in clips):
             return data
-    rows_audio, rows_midi, meta = [], [], []
+    rows_audio: list[np.ndarray] = []
+    rows_rendered: list[np.ndarray] = []
+    rows_midi, meta = [], []
     started = time.perf_counter()
     for i, clip in enumerate(clips):
         midi = (emopia / clip.file).read_bytes()
         notes = F.read_midi_notes(midi)
         midi_vector = F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)).vector
         for variant in variants_for(clip):
-            frames = F.audio_frames(cache / "audio" / f"{clip.name}.{variant.name}.flac").frames
-            rows_audio.append(F.span_features(frames).vector)
+            render = cache / "audio" / f"{clip.name}.{variant.name}.flac"
+            for rows, normalise in ((rows_audio, True), (rows_rendered, False)):
+                piece = F.audio_frames(render, normalise=normalise)
+                rows.append(F.span_features(piece.frames, piece.gain_db).vector)
             rows_midi.append(midi_vector)
             meta.append((clip.name, clip.quadrant, clip.split, clip.song_id, variant.name))
         if (i + 1) % 100 == 0:
             log.info("features: %d/%d clips (%.0f s)", i + 1, len(clips), time.perf_counter() - started)
     data = {
         "audio": np.array(rows_audio, dtype=np.float32),
+        "audio_rendered": np.array(rows_rendered, dtype=np.float32),
         "midi": np.array(rows_midi, dtype=np.float32),
         "clip": np.array([m[0] for m in meta]),
         "quadrant": np.array([m[1] for m in meta]),
@@ -289,12 +299,13 @@ def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list
     train = data["split"] == "train"
     val = data["split"] == "val"
     canonical = data["variant"] == "piano"
-    feature_sets = {
-        "audio": (data["audio"], list(F.AUDIO_FEATURE_NAMES), "model.onnx"),
+    feature_sets = {  # head: (features, their names, file, level-normalised audio)
+        "audio": (data["audio"], list(F.AUDIO_FEATURE_NAMES), "model.onnx", True),
         "audio_midi": (
-            np.hstack([data["audio"], data["midi"]]),
+            np.hstack([data["audio_rendered"], data["midi"]]),
             [*F.AUDIO_FEATURE_NAMES, *F.MIDI_FEATURE_NAMES],
             "model_midi.onnx",
+            False,
         ),
     }
     meta: dict = {
@@ -314,7 +325,7 @@ def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list
             "versions": {"scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__},
         },
     }
-    for head, (x_all, names, filename) in feature_sets.items():
+    for head, (x_all, names, filename, level_normalised) in feature_sets.items():
         scaler = StandardScaler().fit(x_all[train])
         scale = np.where(scaler.scale_ > 1e-8, scaler.scale_, 1.0)
         x = ((x_all - scaler.mean_) / scale).astype(np.float32)
@@ -381,6 +392,7 @@ def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list
             "file": filename,
             "estimator": best,
             "decision": decision,
+            "level_normalised": level_normalised,
             "features": names,
             "mean": [round(float(v), 6) for v in scaler.mean_],
             "scale": [round(float(v), 6) for v in scale],
