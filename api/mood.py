@@ -71,8 +71,11 @@ async def mood_of_audio(backend: Backend, audio: BlobRef, midi: BlobRef | None =
     """Ask the mood actor, through the cache (keyed by the model, the audio's sha256 and the MIDI's)."""
     key = await mood_cache_key(backend, audio.sha256, midi.sha256 if midi else None)
     cached = await backend.cache.get("mood", key, Mood)
-    if cached is not None:
-        return cached
+    return cached if cached is not None else await analyse_and_cache(backend, key, audio, midi)
+
+
+async def analyse_and_cache(backend: Backend, key: str, audio: BlobRef, midi: BlobRef | None = None) -> Mood:
+    """Ask the mood actor and cache its answer under `key`."""
     try:
         mood: Mood = await backend.request(
             "tuneforge.mood", MoodRequest(audio=audio, midi=midi), Mood, timeout_s=MOOD_TIMEOUT_S
@@ -120,13 +123,13 @@ async def mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
             "POST /mood takes an audio or MIDI file; send Grid or Score JSON to /get_mood"
         )
     extension, audio_type = audio_container(data)
-    cached = await backend.cache.get(
-        "mood", await mood_cache_key(backend, hashlib.sha256(data).hexdigest()), Mood
-    )
+    # Looked up before the upload is stored: a repeated upload costs no blob write.
+    key = await mood_cache_key(backend, hashlib.sha256(data).hexdigest())
+    cached = await backend.cache.get("mood", key, Mood)
     if cached is not None:
         return cached
     ref = await backend.blobs.put_bytes(data, "uploads", extension, audio_type)
-    return await mood_of_audio(backend, ref)
+    return await analyse_and_cache(backend, key, ref)
 
 
 @get("/jobs/{job_id:str}/mood", summary="The mood of a finished job's audio")

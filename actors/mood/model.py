@@ -102,12 +102,10 @@ class MoodModel:
     def predict(self, audio: np.ndarray, midi: np.ndarray | None = None) -> list[Prediction]:
         """Predictions for rows of audio features (and, when known, MIDI features)."""
         audio = np.atleast_2d(audio)
-        if midi is not None and "audio_midi" in self.heads:
-            head = self.heads["audio_midi"]
-            probabilities = head(np.hstack([audio, np.atleast_2d(midi)]))
-        else:
-            head = self.heads["audio"]
-            probabilities = head(audio)
+        name = self._head_name(midi is not None)
+        head = self.heads[name]
+        rows = np.hstack([audio, np.atleast_2d(midi)]) if name == "audio_midi" and midi is not None else audio
+        probabilities = head(rows)
         return [Prediction(p, self._decide(p, head.decision)) for p in probabilities]
 
     @staticmethod
