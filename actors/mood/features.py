@@ -151,19 +151,20 @@ def iter_mono_blocks(
 def loud_level_db(blocks: Iterator[np.ndarray], sample_rate_hz: float) -> float:
     """The level of the loud parts of a mono signal: 95th percentile of its 100-ms RMS, in dBFS."""
     frame = max(1, round(LEVEL_FRAME_SECONDS * sample_rate_hz))
-    levels, carry = [], np.zeros(0, dtype=np.float32)
+    powers, carry = [], np.zeros(0, dtype=np.float32)
     for block in blocks:
         samples = np.concatenate([carry, block])
         n = len(samples) // frame
         if n:
-            power = np.mean(np.square(samples[: n * frame].reshape(n, frame), dtype=np.float64), axis=1)
-            levels.append(10 * np.log10(np.maximum(power, 1e-20)))
+            powers.append(
+                np.mean(np.square(samples[: n * frame].reshape(n, frame), dtype=np.float64), axis=1)
+            )
         carry = samples[n * frame :]
-    if len(carry):  # a clip shorter than one frame still has a level
-        levels.append(
-            np.array([10 * math.log10(max(float(np.mean(np.square(carry, dtype=np.float64))), 1e-20))])
-        )
-    return float(np.percentile(np.concatenate(levels), 95)) if levels else -200.0
+    if len(carry):  # the trailing partial frame counts too (it is all a very short clip has)
+        powers.append(np.array([np.mean(np.square(carry, dtype=np.float64))]))
+    if not powers:
+        return -200.0
+    return float(np.percentile(10 * np.log10(np.maximum(np.concatenate(powers), 1e-20)), 95))
 
 
 def normalising_gain_db(level_db: float) -> float:
