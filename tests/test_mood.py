@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mido
@@ -13,7 +17,7 @@ import soundfile
 
 from tuneforge.actors.exporter.render import Renderer
 from tuneforge.actors.mood import features as F
-from tuneforge.actors.mood.analyze import AudioError, analyze
+from tuneforge.actors.mood.analyze import AudioError, analyze, jit_cache_lock
 from tuneforge.actors.mood.model import MODEL_DIR, MoodModel, load_model
 from tuneforge.contracts.mood import MOOD_LABELS, Mood
 
@@ -240,3 +244,27 @@ def test_midi_features_count_notes_and_find_the_key() -> None:
     assert (summary.key, summary.mode) == ("C", "major")
     sad = F.read_midi_notes(SAD)
     assert F.midi_span_features(sad, 0.0, sad.duration_seconds).mode == "minor"
+
+
+def test_replicas_take_turns_to_compile_librosa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica warming up while another holds the JIT cache lock compiles nothing until it is free.
+
+    Two replicas compiling into one empty numba cache at once can corrupt it for every later start
+    (numba issue #10128), so `warm_up` compiles under `jit_cache_lock`.
+    """
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+
+    def compiled() -> list[Path]:
+        return sorted(tmp_path.rglob("*.nbi"))
+
+    warm = [sys.executable, "-c", "from tuneforge.actors.mood.analyze import warm_up; warm_up()"]
+    with jit_cache_lock():
+        replica = subprocess.Popen(warm, env=os.environ.copy())
+        # Unhindered, a warm-up writes its first cache files a few seconds after it starts.
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline and replica.poll() is None:
+            assert not compiled(), "compiled while another process held the lock"
+            time.sleep(0.25)
+        assert replica.poll() is None, "the warm-up finished without waiting for the lock"
+    assert replica.wait(timeout=240) == 0
+    assert compiled()

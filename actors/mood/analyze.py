@@ -9,9 +9,13 @@ down for clips shorter than `FULL_CONFIDENCE_SECONDS` and for audio that is most
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -147,11 +151,35 @@ def analyze(
     )
 
 
+@contextmanager
+def jit_cache_lock() -> Iterator[None]:
+    """Hold the lock, kept beside numba's disk cache, under which librosa's numba code is compiled.
+
+    numba's on-disk cache is not safe for processes compiling the same gufuncs at once (numba issue
+    #10128): two mood replicas warming up together on an empty `NUMBA_CACHE_DIR` can leave a cache
+    that makes every later process segfault on load (seen here in 2 of 3 trials). Whoever compiles
+    takes this lock; the others wait, then load the finished cache.
+    """
+    folder = Path(os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".tuneforge-jit.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def warm_up(model: MoodModel | None = None) -> None:
-    """Compile librosa's numba code and load the model once, ahead of the first request."""
+    """Compile librosa's numba code and load the model once, ahead of the first request.
+
+    This compiles every numba function `analyze` calls (checked: analysing WAV, FLAC, MIDI-backed
+    and 8 kHz audio afterwards adds nothing to the cache), so only this step writes the cache.
+    """
     rng = np.random.default_rng(0)
     y = (
         0.1 * np.sin(2 * np.pi * 440 * np.arange(F.SR * 2) / F.SR) + 0.01 * rng.standard_normal(F.SR * 2)
     ).astype(np.float32)
-    summary = F.span_features(F.signal_frames(y).frames)
+    with jit_cache_lock():
+        summary = F.span_features(F.signal_frames(y).frames)
     (model or load_model()).predict(summary.vector)
