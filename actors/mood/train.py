@@ -143,39 +143,57 @@ def feature_path(cache: Path) -> Path:
     return cache / f"features-v{F.FEATURE_VERSION}.npz"
 
 
-def extract_all(clips: list[Clip], emopia: Path, cache: Path) -> dict[str, np.ndarray]:
+FeatureRow = tuple[np.ndarray, np.ndarray, np.ndarray]  # level-normalised audio, audio as rendered, MIDI
+
+
+def clip_feature_rows(clip: Clip, emopia: Path, cache: Path) -> list[FeatureRow]:
+    """The feature vectors of each render of one clip."""
+    midi = (emopia / clip.file).read_bytes()
+    notes = F.read_midi_notes(midi)
+    midi_vector = F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)).vector
+    rows = []
+    for variant in variants_for(clip):
+        render = cache / "audio" / f"{clip.name}.{variant.name}.flac"
+        normalised, rendered = (
+            F.span_features(piece.frames, piece.gain_db).vector
+            for piece in (F.audio_frames(render, normalise=True), F.audio_frames(render, normalise=False))
+        )
+        rows.append((normalised, rendered, midi_vector))
+    return rows
+
+
+def extract_all(clips: list[Clip], emopia: Path, cache: Path, jobs: int = 1) -> dict[str, np.ndarray]:
     """Audio and MIDI feature vectors of every render; cached per feature version.
 
     Audio features twice: `audio` of the level-normalised render (for the `audio` head, which
     hears uploads of any level) and `audio_rendered` at the render's own level (for the
-    `audio_midi` head, which only hears the exporter's renders).
+    `audio_midi` head, which only hears the exporter's renders). Clips are spread over `jobs`
+    processes; the rows keep the clips' order, so the result does not depend on `jobs`.
     """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tuneforge.actors.mood.analyze import warm_up
+
     path = feature_path(cache)
     if path.exists():
         data = dict(np.load(path, allow_pickle=False))
         if int(data.get("n_rows", 0)) == sum(len(variants_for(c)) for c in clips):
             return data
-    rows_audio: list[np.ndarray] = []
-    rows_rendered: list[np.ndarray] = []
-    rows_midi, meta = [], []
+    warm_up()  # compile librosa's numba code once, before the worker processes load it
+    rows: list[FeatureRow] = []
+    meta = [(c.name, c.quadrant, c.split, c.song_id, v.name) for c in clips for v in variants_for(c)]
     started = time.perf_counter()
-    for i, clip in enumerate(clips):
-        midi = (emopia / clip.file).read_bytes()
-        notes = F.read_midi_notes(midi)
-        midi_vector = F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)).vector
-        for variant in variants_for(clip):
-            render = cache / "audio" / f"{clip.name}.{variant.name}.flac"
-            for rows, normalise in ((rows_audio, True), (rows_rendered, False)):
-                piece = F.audio_frames(render, normalise=normalise)
-                rows.append(F.span_features(piece.frames, piece.gain_db).vector)
-            rows_midi.append(midi_vector)
-            meta.append((clip.name, clip.quadrant, clip.split, clip.song_id, variant.name))
-        if (i + 1) % 100 == 0:
-            log.info("features: %d/%d clips (%.0f s)", i + 1, len(clips), time.perf_counter() - started)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for i, clip_rows in enumerate(
+            pool.map(clip_feature_rows, clips, [emopia] * len(clips), [cache] * len(clips), chunksize=4)
+        ):
+            rows.extend(clip_rows)
+            if (i + 1) % 100 == 0:
+                log.info("features: %d/%d clips (%.0f s)", i + 1, len(clips), time.perf_counter() - started)
     data = {
-        "audio": np.array(rows_audio, dtype=np.float32),
-        "audio_rendered": np.array(rows_rendered, dtype=np.float32),
-        "midi": np.array(rows_midi, dtype=np.float32),
+        "audio": np.array([r[0] for r in rows], dtype=np.float32),
+        "audio_rendered": np.array([r[1] for r in rows], dtype=np.float32),
+        "midi": np.array([r[2] for r in rows], dtype=np.float32),
         "clip": np.array([m[0] for m in meta]),
         "quadrant": np.array([m[1] for m in meta]),
         "split": np.array([m[2] for m in meta]),
@@ -421,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stage", choices=("all", "render", "features", "fit"), default="all")
     parser.add_argument("--candidates", nargs="*", help="compare only these candidate models (default: all)")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="feature processes (default: one per core)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     clips = read_labels(args.emopia)
@@ -428,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "render"):
         render_all(clips, args.emopia, args.cache, args.soundfont_dir)
     if args.stage in ("all", "features", "fit"):
-        data = extract_all(clips, args.emopia, args.cache)
+        data = extract_all(clips, args.emopia, args.cache, args.jobs)
         log.info(
             "features: %d rows, %d audio + %d MIDI features",
             len(data["clip"]),
