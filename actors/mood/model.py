@@ -3,7 +3,8 @@
 `model.json` (next to the `.onnx` files) names the features each model reads, their
 normalisation (mean and scale of the training set), the label order and the metrics.
 Two models share that contract: `audio` (any audio) and `audio_midi` (audio rendered from a
-known MIDI file: the audio features followed by the MIDI features).
+known MIDI file). Each is handed every feature `features.py` computes and reads the ones it
+names, in its own order, so a model may use a subset of them.
 
 Valence and arousal are read off the quadrant probabilities:
 valence = P(Q1) + P(Q4) − P(Q2) − P(Q3), arousal = P(Q1) + P(Q2) − P(Q3) − P(Q4), both in [−1, 1].
@@ -19,11 +20,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from tuneforge.actors.mood.features import AUDIO_FEATURE_NAMES, MIDI_FEATURE_NAMES
+
 MODEL_DIR = Path(__file__).resolve().parent
 LABELS = ("happy", "tense", "sad", "calm")
 QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
 VALENCE_SIGN = np.array([1.0, -1.0, -1.0, 1.0])
 AROUSAL_SIGN = np.array([1.0, 1.0, -1.0, -1.0])
+
+
+# What each head is handed: the audio features, then (audio_midi) the MIDI features.
+HEAD_INPUTS = {"audio": AUDIO_FEATURE_NAMES, "audio_midi": (*AUDIO_FEATURE_NAMES, *MIDI_FEATURE_NAMES)}
 
 
 class ModelMissing(RuntimeError):
@@ -53,7 +60,7 @@ class Prediction:
 
 
 class _Head:
-    def __init__(self, directory: Path, spec: dict) -> None:
+    def __init__(self, directory: Path, spec: dict, computed: tuple[str, ...]) -> None:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1  # a tiny model: threads only cost here
         options.inter_op_num_threads = 1
@@ -61,6 +68,10 @@ class _Head:
             str(directory / spec["file"]), options, providers=["CPUExecutionProvider"]
         )
         self.features: list[str] = list(spec["features"])
+        unknown = sorted(set(self.features) - set(computed))
+        if unknown:
+            raise ModelMissing(f"{spec['file']} reads features that this code does not compute: {unknown}")
+        self.columns = np.array([computed.index(name) for name in self.features], dtype=np.intp)
         self.mean = np.asarray(spec["mean"], dtype=np.float32)
         self.scale = np.asarray(spec["scale"], dtype=np.float32)
         self.input_name = self.session.get_inputs()[0].name
@@ -73,7 +84,9 @@ class _Head:
         self.level_normalised: bool = bool(spec.get("level_normalised", False))
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
-        x = ((np.asarray(rows, dtype=np.float32) - self.mean) / self.scale).astype(np.float32)
+        """Quadrant probabilities for rows of every computed feature (the head picks its own)."""
+        picked = np.asarray(rows, dtype=np.float32)[:, self.columns]
+        x = ((picked - self.mean) / self.scale).astype(np.float32)
         (raw,) = self.session.run([self.output_name], {self.input_name: x})
         probabilities = np.zeros((len(x), 4))
         probabilities[:, self.class_order] = np.asarray(raw, dtype=np.float64)
@@ -90,7 +103,9 @@ class MoodModel:
             raise ModelMissing(f"no mood model at {meta_path}: run python -m tuneforge.actors.mood.train")
         self.meta = json.loads(meta_path.read_text())
         self.version: str = self.meta.get("version", "")
-        self.heads = {name: _Head(directory, spec) for name, spec in self.meta["models"].items()}
+        self.heads = {
+            name: _Head(directory, spec, HEAD_INPUTS[name]) for name, spec in self.meta["models"].items()
+        }
 
     def _head_name(self, with_midi: bool) -> str:
         return "audio_midi" if with_midi and "audio_midi" in self.heads else "audio"
