@@ -102,6 +102,8 @@ def micro_handler(work: Callable[[bytes], Awaitable[msgspec.Struct]]) -> Callabl
             reply = await work(request.data)
         except (BadInput, msgspec.ValidationError, msgspec.DecodeError) as error:
             raise ServiceError("400", str(error)) from None
+        except RecursionError:  # msgspec's answer to JSON nested thousands deep
+            raise ServiceError("400", "malformed JSON: nested too deeply") from None
         except ServiceError:
             raise
         except Exception as error:

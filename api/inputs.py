@@ -17,7 +17,7 @@ from tuneforge.api.backend import RenderInput
 from tuneforge.contracts.jobs import RenderOptions
 from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES, MAX_UPLOAD_BYTES
 from tuneforge.contracts.midi import MidiError, inspect_midi
-from tuneforge.contracts.music import MusicError, decode_music
+from tuneforge.contracts.music import MusicError, decode_json_object, decode_music
 
 MIDI_TYPES = {"audio/midi", "audio/x-midi", "audio/mid", "application/x-midi", "audio/sp-midi"}
 OPTION_FIELDS = {"format", "sample_rate_hz", "soundfont", "analyze_mood"}
@@ -33,8 +33,13 @@ def media_type(request: Request[Any, Any, Any]) -> str:
 
 def _options(raw: dict[str, Any], defaults: dict[str, Any]) -> RenderOptions:
     merged = {**defaults, **raw}
-    if "sample_rate_hz" in merged and isinstance(merged["sample_rate_hz"], str):
-        merged["sample_rate_hz"] = int(merged["sample_rate_hz"]) if merged["sample_rate_hz"].isdigit() else -1
+    rate = merged.get("sample_rate_hz")
+    if isinstance(rate, str):  # from a query string or a form
+        if not rate.isdigit():
+            raise ClientException(
+                f"invalid render options: sample_rate_hz must be a number (Hz), not {rate!r}"
+            )
+        merged["sample_rate_hz"] = int(rate)
     if isinstance(merged.get("analyze_mood"), str):
         merged["analyze_mood"] = merged["analyze_mood"].lower() in ("1", "true", "yes", "on")
     try:
@@ -101,11 +106,9 @@ async def read_render_input(request: Request[Any, Any, Any]) -> RenderInput:
     if not body:
         raise ClientException("the request has no body: send a Grid or Score as JSON, or a MIDI file")
     try:
-        raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as error:
-        raise ClientException(f"malformed JSON: {error}") from None
-    if not isinstance(raw, dict):
-        raise ClientException("expected a JSON object: a Score (with 'tracks') or a Grid (with 'notes')")
+        raw = decode_json_object(body)
+    except MusicError as error:
+        raise ClientException(str(error)) from None
     raw_options = raw.pop("options", None) or {}
     if not isinstance(raw_options, dict):
         raise ClientException("'options' must be an object")

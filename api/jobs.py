@@ -236,7 +236,7 @@ class JobController(Controller):
     ) -> AsyncIterator[ServerSentEventMessage]:
         if job.from_cache:
             # Answered from the cache: the job never had events of its own.
-            yield self._final_from_record(job)
+            yield self._final_from_record(job, 0)
             return
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -247,6 +247,7 @@ class JobController(Controller):
         )
         try:
             idle_s = 0.0
+            record_checked = False
             while True:
                 try:
                     msg = await subscription.next_msg(timeout=1.0)
@@ -254,11 +255,16 @@ class JobController(Controller):
                     idle_s += 1.0
                     if idle_s >= SSE_KEEPALIVE_S:
                         idle_s = 0.0
+                        record_checked = False
                         yield ServerSentEventMessage(comment="keep-alive")
-                        # Events expire with the stream's max age: fall back to the record.
+                    if not record_checked:
+                        # Nothing more in the stream for a finished job: the client has seen its end
+                        # already (a reconnect after `done`), or its events expired with the stream's
+                        # max age. Either way the record has the final event: answer with it now.
+                        record_checked = True
                         record = await backend.db.get_job(job.id)
                         if record is not None and record.status in ("done", "failed"):
-                            yield self._final_from_record(record)
+                            yield self._final_from_record(record, start_seq - 1)
                             return
                     continue
                 idle_s = 0.0
@@ -282,10 +288,12 @@ class JobController(Controller):
                 await asyncio.wait_for(subscription.unsubscribe(), 2)
 
     @staticmethod
-    def _final_from_record(job: JobRecord) -> ServerSentEventMessage:
+    def _final_from_record(job: JobRecord, last_event_id: int) -> ServerSentEventMessage:
+        """The job's final event from its record, under the id the client already has (never lower)."""
+        event_id = last_event_id if last_event_id > 0 else None
         if job.status == "done" and job.result is not None:
             event: msgspec.Struct = Done(job_id=job.id, result=job.result, at_unix=job.finished_at or 0.0)
-            return ServerSentEventMessage(event="done", data=msgspec.json.encode(event).decode(), id=0)
+            return ServerSentEventMessage(event="done", data=msgspec.json.encode(event).decode(), id=event_id)
         error = job.error or {"code": 500, "message": "unknown"}
         data = {
             "event": "failed",
@@ -294,4 +302,4 @@ class JobController(Controller):
             "error": error,
             "at_unix": job.finished_at,
         }
-        return ServerSentEventMessage(event="failed", data=msgspec.json.encode(data).decode(), id=0)
+        return ServerSentEventMessage(event="failed", data=msgspec.json.encode(data).decode(), id=event_id)

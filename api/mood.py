@@ -53,8 +53,9 @@ def audio_container(data: bytes) -> tuple[str, str]:
                 raise ClientException("the audio file has no samples")
             f.read(min(f.samplerate, 1 << 16), dtype="float32")  # decode a little: catches corrupt data
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        reason = getattr(error, "error_string", None) or str(error)  # libsndfile's words, not our buffer
         raise ClientException(
-            f"not a readable audio file (send WAV, FLAC, OGG or MP3, or a MIDI file): {error}"
+            f"not a readable audio file (send WAV, FLAC, OGG or MP3, or a MIDI file): {reason}"
         ) from None
     if container not in AUDIO_CONTAINERS:
         raise UnsupportedMediaType(f"{container} audio is not accepted: send WAV, FLAC, OGG or MP3")

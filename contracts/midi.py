@@ -16,6 +16,10 @@ def inspect_midi(data: bytes, max_seconds: float) -> float:
         midi = mido.MidiFile(file=io.BytesIO(data))
         if midi.type == 2:
             raise MidiError("MIDI type 2 (asynchronous tracks) is not supported")
+        if midi.ticks_per_beat <= 0:  # the header's top bit: SMPTE frames, which mido reads as < 0
+            raise MidiError(
+                "SMPTE (frames per second) timing is not supported: save the file with ticks per beat"
+            )
         seconds = float(midi.length)
     except MidiError:
         raise

@@ -79,6 +79,8 @@ class Score(Struct, frozen=True):
         if len(melodic_programs) > MAX_MELODIC_CHANNELS:
             raise ValueError(f"at most {MAX_MELODIC_CHANNELS} different melodic instruments fit in MIDI")
         note_count = self.note_count
+        if note_count == 0:
+            raise ValueError("the score has no notes: give at least one track at least one note")
         if note_count > MAX_NOTES:
             raise ValueError(f"{note_count} notes: at most {MAX_NOTES} are allowed")
         denominator = self.time_signature[1]
@@ -154,14 +156,22 @@ class MusicError(ValueError):
     """Input that is not valid music; the message says what is wrong and where."""
 
 
-def decode_music(body: bytes | dict[str, Any]) -> Score:
-    """Decode a JSON `Score` or `Grid` (told apart by `tracks` vs `notes`) into a `Score`."""
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    """The JSON object a Score or Grid arrives as; `MusicError` for anything else."""
     try:
-        raw = msgspec.json.decode(body) if isinstance(body, bytes | bytearray) else body
+        raw = msgspec.json.decode(body)
     except msgspec.DecodeError as error:
         raise MusicError(f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise MusicError("malformed JSON: nested too deeply (no piece of music needs that)") from None
     if not isinstance(raw, dict):
         raise MusicError("expected a JSON object: a Score (with 'tracks') or a Grid (with 'notes')")
+    return raw
+
+
+def decode_music(body: bytes | dict[str, Any]) -> Score:
+    """Decode a JSON `Score` or `Grid` (told apart by `tracks` vs `notes`) into a `Score`."""
+    raw = decode_json_object(body) if isinstance(body, bytes | bytearray) else body
     try:
         if "tracks" in raw:
             return msgspec.convert(raw, Score)

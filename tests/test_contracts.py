@@ -60,6 +60,7 @@ def test_grid_converts_to_a_score_one_beat_per_column() -> None:
     ("body", "words"),
     [
         (b"{not json", "malformed JSON"),
+        (b'{"notes": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
         (b"[1, 2]", "expected a JSON object"),
         (b'{"melody": []}', "expected a Score"),
         (score_json([{"pitch": 200, "start_beats": 0, "duration_beats": 1}]), "outside the MIDI range"),
@@ -70,6 +71,7 @@ def test_grid_converts_to_a_score_one_beat_per_column() -> None:
         (score_json([{"pitch": "C4", "start_beats": 1300, "duration_beats": 1}]), "at most 600 s"),
         (b'{"tracks": [{"instrument": "kazoo", "notes": []}]}', "unknown instrument"),
         (b'{"tracks": []}', "at least one track"),
+        (b'{"tracks": [{"notes": []}, {"drums": true, "notes": []}]}', "the score has no notes"),
         (b'{"notes": [[-5]]}', "positive"),
         (b'{"notes": [[]]}', "no notes"),
     ],

@@ -155,6 +155,13 @@ def test_truncated_midi_says_so() -> None:
         inspect_midi(whole[: len(whole) - 6], 600)
 
 
+def test_smpte_timed_midi_is_refused_for_what_it_is() -> None:
+    smpte = bytearray(score_to_midi(held_a4(2.0)))
+    smpte[12:14] = bytes([0xE7, 0x28])  # division: -25 frames per second, 40 ticks per frame
+    with pytest.raises(MidiError, match="SMPTE"):
+        inspect_midi(bytes(smpte), 600)
+
+
 def test_overlong_midi_is_rejected() -> None:
     with pytest.raises(MidiError, match="at most 60 s"):
         inspect_midi(score_to_midi(held_a4(61.0)), 60)

@@ -157,6 +157,17 @@ def test_job_progress_events_arrive_in_order_then_done(stack: Stack) -> None:
         final = wait_done(client, job["id"])
         assert final["status"] == "done" and final["error"] is None
         assert set(final["timings"]) >= {"queued", "converting", "rendering"}
+
+        # A client reconnecting after `done` (as EventSource does when the stream closes) gets the
+        # final event again at once, under the id it already has: never a lower one, never a wait.
+        started = time.monotonic()
+        with client.stream(
+            "GET", job["links"]["events"], headers={"Last-Event-ID": events[-1]["id"]}
+        ) as response:
+            again = read_sse(response)
+        assert time.monotonic() - started < 5.0
+        assert [(e["event"], e["id"]) for e in again] == [("done", events[-1]["id"])]
+
         assert final["result"]["duration_seconds"] >= 60.0
         audio = client.get(final["links"]["audio"])
         assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
@@ -231,6 +242,8 @@ def test_repeat_request_is_answered_from_the_cache(stack: Stack) -> None:
         (b"this is not a MIDI file", {"content-type": "audio/midi"}, 400, "MIDI"),
         (b"GIF89a", {"content-type": "image/gif"}, 400, "unsupported content type"),
         (b"", {"content-type": "application/json"}, 400, "no body"),
+        (b'{"tracks": [{"notes": []}]}', {}, 400, "the score has no notes"),
+        (b'{"notes": ' + b"[" * 5000 + b"]" * 5000 + b"}", {}, 400, "nested too deeply"),
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(
