@@ -73,7 +73,7 @@ def _checked_size(data: bytes, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"the upload is larger than the {max_bytes} bytes allowed")
     if not data:
-        raise ClientException("the request has no body: send a Grid or Score as JSON, or a file")
+        raise ClientException("the upload is empty: send the file as the body or as multipart field 'file'")
     return data
 
 

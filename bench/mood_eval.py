@@ -12,6 +12,8 @@ MIDI it was rendered from. Side by side, in the same run:
     `train` from the training feature cache (`python -m tuneforge.actors.mood.train` writes it);
   - the committed model.
 Tasks: 4 quadrants, arousal (high/low), valence (positive/negative); plus the model's confusion matrix.
+The audio head is also scored on copies of the same clips as other recordings would carry them:
+peak-normalised to -1 dBFS (a mastered level) and resampled to 8 kHz (a narrow-band file).
 
 Throughput — a 1-minute and a 10-minute piano piece (EMOPIA clips strung together) rendered to
 44.1 kHz stereo WAV, analysed in a fresh child process each (after the librosa/model warm-up):
@@ -63,6 +65,7 @@ def confusion_table(predicted: np.ndarray, y: np.ndarray) -> str:
 
 def accuracy(emopia: Path, cache: Path) -> None:
     import soundfile
+    import soxr
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -85,7 +88,7 @@ def accuracy(emopia: Path, cache: Path) -> None:
     model = load_model()
     renderer = Renderer(SOUNDFONT_DIR)
     y_val, midi_rows = [], []
-    # Audio feature rows for the baselines: level-normalised, and at the level they were rendered
+    # Audio feature rows for the baselines: normalised (level and band), and as they were rendered
     # (`loud`: the same clip peak-normalised to -1 dBFS, as a mastered recording would be).
     rows: dict[str, list[np.ndarray]] = {
         "normalised": [],
@@ -93,7 +96,7 @@ def accuracy(emopia: Path, cache: Path) -> None:
         "loud_normalised": [],
         "loud_raw": [],
     }
-    predicted: dict[str, list[int]] = {"audio": [], "audio_midi": [], "audio_loud": []}
+    predicted: dict[str, list[int]] = {"audio": [], "audio_midi": [], "audio_loud": [], "audio_8k": []}
     render_s = analyze_s = audio_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for i, row in enumerate(val):
@@ -112,6 +115,9 @@ def accuracy(emopia: Path, cache: Path) -> None:
             samples, rate = soundfile.read(path, dtype="float32")
             soundfile.write(loud, samples * (10 ** (-1 / 20) / max(float(np.abs(samples).max()), 1e-9)), rate)
             predicted["audio_loud"].append(QUADRANTS.index(analyze(loud, None, model).quadrant))
+            narrow = Path(tmp) / "8k.wav"  # the same clip as an 8 kHz recording would carry it
+            soundfile.write(narrow, soxr.resample(samples, rate, 8000), 8000)
+            predicted["audio_8k"].append(QUADRANTS.index(analyze(narrow, None, model).quadrant))
             # The same feature vectors, for the logistic-regression baselines.
             for key, source, normalise in (
                 ("normalised", path, True),
@@ -135,7 +141,7 @@ def accuracy(emopia: Path, cache: Path) -> None:
         clf = LogisticRegression(C=0.1, max_iter=5000).fit(scaler.transform(x_fit), y_fit)
         return np.asarray(clf.predict(scaler.transform(x_val)))
 
-    x_audio_fit = cached["audio"][fit_rows]  # level-normalised, as the audio head reads them
+    x_audio_fit = cached["audio"][fit_rows]  # normalised in level and band, as the audio head reads them
     x_rendered_fit = cached["audio_rendered"][fit_rows]  # at the render's level
     x_both_fit = np.hstack([x_rendered_fit, cached["midi"][fit_rows]])
     x_both_val = np.hstack([np.array(rows["rendered"]), np.array(midi_rows)])
@@ -153,6 +159,11 @@ def accuracy(emopia: Path, cache: Path) -> None:
         "logreg audio, normalised": task_scores(logreg(x_audio_fit, np.array(rows["loud_normalised"])), y),
         "model audio": task_scores(np.array(predicted["audio_loud"]), y),
     }
+    # The same clips resampled to 8 kHz: what a narrow-band recording loses.
+    narrow_columns = {
+        "model audio, 44.1 kHz": columns["model audio"],
+        "model audio, 8 kHz copy": task_scores(np.array(predicted["audio_8k"]), y),
+    }
     print(f"\nEMOPIA val: {len(y)} clips, rendered piano/FluidR3/44.1 kHz through the exporter")
     print(f"  render {render_s:.1f} s, analysis (both heads) {analyze_s:.1f} s for {audio_s:.0f} s of audio")
     print(f"  majority class of train: {NAMES[majority]}")
@@ -167,6 +178,11 @@ def accuracy(emopia: Path, cache: Path) -> None:
     for task in ("quadrant", "arousal", "valence"):
         label = {"quadrant": "4 quadrants", "arousal": "arousal", "valence": "valence"}[task]
         print(f"  {label:<18}" + "".join(f"{loud_columns[c][task]:>28.3f}" for c in loud_columns))
+    print("\n  the same clips resampled to 8 kHz (a narrow-band recording)")
+    print("  accuracy            " + "".join(f"{c:>28}" for c in narrow_columns))
+    for task in ("quadrant", "arousal", "valence"):
+        label = {"quadrant": "4 quadrants", "arousal": "arousal", "valence": "valence"}[task]
+        print(f"  {label:<18}" + "".join(f"{narrow_columns[c][task]:>28.3f}" for c in narrow_columns))
     n = len(y)
     for head in ("audio", "audio_midi"):
         acc = columns["model audio" if head == "audio" else "model audio+MIDI"]["quadrant"]

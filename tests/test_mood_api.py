@@ -130,6 +130,7 @@ def test_non_audio_and_corrupt_uploads_get_a_clear_4xx(live_stack: Stack) -> Non
             response = client.post("/mood", content=data, headers={"content-type": content_type})
             assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
             assert response.json()["detail"], name
+            assert "object at 0x" not in response.json()["detail"], name  # words, not our internals
         too_big = client.post(
             "/mood", content=b"RIFF" + bytes(21 * 1024 * 1024), headers={"content-type": "audio/wav"}
         )
@@ -166,6 +167,7 @@ async def test_nats_endpoint_takes_plain_json_and_reports_errors(live_stack: Sta
             headers = reply.headers or {}
             assert headers.get("Nats-Service-Error-Code") == "400", (bad, headers)
             assert headers.get("Nats-Service-Error")
+            assert str(live_stack.data_dir) not in headers["Nats-Service-Error"]  # no scratch paths
         info = await nc.request("$SRV.INFO.tuneforge-mood", b"", timeout=5)
         assert any(e["subject"] == "tuneforge.mood" for e in json.loads(info.data)["endpoints"])
     finally:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.test_mood import piece_midi
 from tuneforge.actors.exporter.render import Renderer
 from tuneforge.actors.mood.analyze import analyze
 from tuneforge.actors.mood.model import MoodModel, load_model
+from tuneforge.actors.mood.train import piece_midi
 
 RATE = 44100
 HALF_S = 300.0

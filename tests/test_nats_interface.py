@@ -77,7 +77,7 @@ async def test_convert_then_export_with_plain_json(nc: Client, live_stack: Stack
         ("tuneforge.export", '{"format": "wav"}', "midi"),
         ("tuneforge.export", "[]", "Expected `object`"),
         ("tuneforge.convert", '{"notes": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
-        ("tuneforge.export", '{"midi": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+        ("tuneforge.export", '{"midi": ' + "[" * 5000 + "]" * 5000 + "}", "Expected `object`"),
     ],
 )
 async def test_bad_requests_get_400_error_headers(nc: Client, subject: str, body: str, words: str) -> None:

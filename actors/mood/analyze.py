@@ -35,6 +35,11 @@ def _num(value: float, digits: int) -> float:
     return round(float(value), digits)
 
 
+def _no_mood() -> Prediction:
+    """Silence has no mood: even odds, valence and arousal 0 (the label: calm, the quietest)."""
+    return Prediction(np.full(4, 0.25), LABELS.index("calm"))
+
+
 def _confidence(prediction: Prediction, seconds: float, sounding_fraction: float) -> float:
     length_factor = min(1.0, math.sqrt(max(seconds, 0.0) / FULL_CONFIDENCE_SECONDS))
     sound_factor = min(1.0, sounding_fraction / 0.25)
@@ -80,7 +85,7 @@ def analyze(
         if on_progress is not None:
             on_progress(percent * 0.9)
 
-    piece = F.audio_frames(audio_path, frames_progress, model.level_normalised(notes is not None))
+    piece = F.audio_frames(audio_path, frames_progress, model.normalised(notes is not None))
     duration = piece.info.duration_seconds
     if duration <= 0 or piece.n_frames == 0:
         raise AudioError("the audio file contains no samples")
@@ -112,6 +117,11 @@ def analyze(
     if whole_midi is not None:
         midi_rows = np.vstack([whole_midi.vector, *(s[3].vector for s in spans if s[3] is not None)])
     predictions = model.predict(audio_rows, midi_rows)
+    if whole.sounding_fraction == 0:
+        # Not a frame of sound in the whole file (its loud parts at or below SILENCE_DB, so no gain
+        # either): whatever the model makes of a blank feature vector, far out of its training, is
+        # not a mood. A quiet passage of a piece with sound keeps its own reading.
+        predictions = [_no_mood()] * len(predictions)
     overall = predictions[0]
 
     timeline = [
@@ -171,7 +181,12 @@ def jit_cache_lock() -> Iterator[None]:
 
 
 def warm_up(model: MoodModel | None = None) -> None:
-    """Compile librosa's numba code and load the model once, ahead of the first request.
+    """Compile librosa's numba code and load the model once, ahead of the first request."""
+    (model or load_model()).predict(compile_features())
+
+
+def compile_features() -> np.ndarray:
+    """Run the feature code once, compiling librosa's numba code; the features of a test tone.
 
     This compiles every numba function `analyze` calls (checked: analysing WAV, FLAC, MIDI-backed
     and 8 kHz audio afterwards adds nothing to the cache), so only this step writes the cache.
@@ -181,5 +196,5 @@ def warm_up(model: MoodModel | None = None) -> None:
         0.1 * np.sin(2 * np.pi * 440 * np.arange(F.SR * 2) / F.SR) + 0.01 * rng.standard_normal(F.SR * 2)
     ).astype(np.float32)
     with jit_cache_lock():
-        summary = F.span_features(F.signal_frames(y).frames)
-    (model or load_model()).predict(summary.vector)
+        F.signal_frames(y, normalise=False)  # the renders' full-band path
+        return F.span_features(F.signal_frames(y).frames).vector

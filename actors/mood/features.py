@@ -14,6 +14,12 @@ this, level alone would read as arousal. Dynamics within the piece are kept, and
 loudness is the file's own. Audio the exporter rendered from known MIDI keeps its level: there
 it follows the notes' velocities (FluidSynth at a fixed gain), a real cue for arousal.
 
+Audio of unknown origin is also heard in one band: its features read only the spectrum below
+`BAND_HZ` (3.5 kHz), which an 8 kHz recording still has, so the same music uploaded at 8, 16 or
+44.1 kHz, or as a low-bitrate MP3, gives the same features. With the full band, the missing highs
+of a low-rate file read as a different timbre (brightness, MFCC) and flipped the mood. The
+exporter's renders (22.05 kHz and up) keep the full band, whose highs help the model.
+
 `span_features` then summarises any span of frames (the whole piece, or one timeline
 window) into the fixed vector the model reads; `midi_span_features` does the same from
 the notes of a Standard MIDI File when it is known.
@@ -33,11 +39,20 @@ import numpy as np
 import soundfile
 import soxr
 
-FEATURE_VERSION = 3
+FEATURE_VERSION = 5
 SR = 22050
 N_FFT = 2048
 HOP = 512
 FRAME_RATE = SR / HOP  # frames per second
+# Audio of unknown origin is read only below this: an 8 kHz file (Nyquist 4 kHz, less the
+# resampler's transition band) has all of it, so every sample rate from 8 kHz up reads the same.
+BAND_HZ = 3500.0
+BAND_BINS = int(BAND_HZ * N_FFT / SR) + 1
+CONTRAST_FMIN_HZ = 100.0
+# Octaves from 100 Hz: 100-200-…-3200 Hz, then 3200 Hz to the band's edge (or to 11 kHz). librosa's extra band
+# below 100 Hz is dropped: its valley is the file's noise floor (it moved by 2 dB when the same
+# audio was resampled), not the music.
+CONTRAST_BANDS = 5
 N_MELS = 64
 N_MFCC = 13
 BLOCK_SECONDS = 20.0  # audio read and transformed per block
@@ -73,10 +88,10 @@ F_BANDWIDTH = 2
 F_ROLLOFF = 3
 F_FLATNESS = 4
 F_ONSET = 5
-F_CONTRAST = slice(6, 13)
-F_MFCC = slice(13, 13 + N_MFCC)
-F_CHROMA = slice(13 + N_MFCC, 13 + N_MFCC + 12)
-N_FRAME_FEATURES = 13 + N_MFCC + 12
+F_CONTRAST = slice(6, 6 + CONTRAST_BANDS)
+F_MFCC = slice(F_CONTRAST.stop, F_CONTRAST.stop + N_MFCC)
+F_CHROMA = slice(F_MFCC.stop, F_MFCC.stop + 12)
+N_FRAME_FEATURES = F_CHROMA.stop
 
 
 class AudioError(ValueError):
@@ -95,13 +110,18 @@ class AudioInfo:
 class FrameFeatures:
     """Frame-level features of a whole piece at `FRAME_RATE` frames per second."""
 
-    frames: np.ndarray  # (n_frames, N_FRAME_FEATURES) float32, of the level-normalised signal
+    frames: np.ndarray  # (n_frames, N_FRAME_FEATURES) float32, of the (normalised) signal
     info: AudioInfo
     gain_db: float  # applied before the features (REFERENCE_LEVEL_DB − the piece's loud level, or 0)
 
     @property
     def n_frames(self) -> int:
         return int(self.frames.shape[0])
+
+
+def _reason(error: Exception) -> str:
+    """libsndfile's own words, without the file's path (a scratch file the caller never named)."""
+    return getattr(error, "error_string", None) or str(error)
 
 
 def probe(path: Path) -> AudioInfo:
@@ -112,7 +132,7 @@ def probe(path: Path) -> AudioInfo:
                 f.samplerate, f.channels, f.frames / f.samplerate if f.samplerate else 0.0, f.format
             )
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise AudioError(f"not a readable audio file: {error}") from None
+        raise AudioError(f"not a readable audio file: {_reason(error)}") from None
 
 
 def iter_mono_blocks(
@@ -122,7 +142,7 @@ def iter_mono_blocks(
     try:
         f = soundfile.SoundFile(str(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise AudioError(f"not a readable audio file: {error}") from None
+        raise AudioError(f"not a readable audio file: {_reason(error)}") from None
     with f:
         if f.samplerate <= 0 or f.channels <= 0:
             raise AudioError("the audio file has no samples")
@@ -136,7 +156,7 @@ def iter_mono_blocks(
             try:
                 block = f.read(block_frames, dtype="float32", always_2d=True)
             except (soundfile.LibsndfileError, RuntimeError) as error:
-                raise AudioError(f"the audio data is corrupt: {error}") from None
+                raise AudioError(f"the audio data is corrupt: {_reason(error)}") from None
             last = len(block) < block_frames
             mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
             mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
@@ -175,8 +195,13 @@ def normalising_gain_db(level_db: float) -> float:
 class _FrameComputer:
     """One STFT per block of audio → frame features; blocks join seamlessly (no `center` padding)."""
 
-    def __init__(self) -> None:
-        self.mel_basis = librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
+    def __init__(self, band_limited: bool) -> None:
+        # The STFT bins the features read: those below BAND_HZ, or all of them.
+        self.bins = BAND_BINS if band_limited else N_FFT // 2 + 1
+        self.freqs = librosa.fft_frequencies(sr=SR, n_fft=N_FFT)[: self.bins]
+        self.mel_basis = librosa.filters.mel(
+            sr=SR, n_fft=N_FFT, n_mels=N_MELS, fmax=BAND_HZ if band_limited else None
+        ).astype(np.float32)
         self.window = librosa.filters.get_window("hann", N_FFT, fftbins=True).astype(np.float32)
         self.prev_mel: np.ndarray | None = None
         # Leading half-window of silence, as librosa's `center=True` would pad.
@@ -200,6 +225,7 @@ class _FrameComputer:
     def _features(self, y: np.ndarray) -> np.ndarray:
         spectrum = librosa.stft(y, n_fft=N_FFT, hop_length=HOP, window=self.window, center=False)
         magnitude = np.abs(spectrum).astype(np.float32)
+        magnitude[self.bins :] = 0.0  # outside the band read (see BAND_HZ)
         power = magnitude**2
         n = magnitude.shape[1]
         out = np.empty((n, N_FRAME_FEATURES), dtype=np.float32)
@@ -207,8 +233,10 @@ class _FrameComputer:
         out[:, F_CENTROID] = librosa.feature.spectral_centroid(S=magnitude, sr=SR)[0]
         out[:, F_BANDWIDTH] = librosa.feature.spectral_bandwidth(S=magnitude, sr=SR)[0]
         out[:, F_ROLLOFF] = librosa.feature.spectral_rolloff(S=magnitude, sr=SR)[0]
-        out[:, F_FLATNESS] = librosa.feature.spectral_flatness(S=magnitude)[0]
-        out[:, F_CONTRAST] = librosa.feature.spectral_contrast(S=magnitude, sr=SR).T
+        out[:, F_FLATNESS] = librosa.feature.spectral_flatness(S=magnitude[: self.bins])[0]
+        out[:, F_CONTRAST] = librosa.feature.spectral_contrast(
+            S=magnitude[: self.bins], freq=self.freqs, fmin=CONTRAST_FMIN_HZ, n_bands=CONTRAST_BANDS
+        )[1:].T
         mel = self.mel_basis @ power
         logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
         out[:, F_MFCC] = librosa.feature.mfcc(S=logmel, n_mfcc=N_MFCC).T
@@ -231,7 +259,12 @@ class _FrameComputer:
 def audio_frames(
     path: Path, on_progress: Callable[[float], None] | None = None, normalise: bool = True
 ) -> FrameFeatures:
-    """Frame features of an audio file, streamed block by block; `normalise`d in a first pass."""
+    """Frame features of an audio file, streamed block by block.
+
+    `normalise` for audio of unknown origin: its level is measured in a first pass and brought to
+    `REFERENCE_LEVEL_DB`, and only the band below `BAND_HZ` is read. The exporter's own renders
+    are read as they are.
+    """
     info = probe(path)
     gain_db = (
         normalising_gain_db(loud_level_db(iter_mono_blocks(path, resample=False), info.sample_rate_hz))
@@ -239,7 +272,7 @@ def audio_frames(
         else 0.0
     )
     gain = np.float32(10 ** (gain_db / 20))
-    computer = _FrameComputer()
+    computer = _FrameComputer(band_limited=normalise)
     done_seconds = 0.0
     for block in iter_mono_blocks(path):
         computer.push(block * gain)
@@ -259,7 +292,7 @@ def signal_frames(y: np.ndarray, normalise: bool = True) -> FrameFeatures:
     """Frame features of a mono signal already at `SR` (tests, warm-up, benchmarks)."""
     y = np.asarray(y, dtype=np.float32)
     gain_db = normalising_gain_db(loud_level_db(iter([y]), SR)) if normalise else 0.0
-    computer = _FrameComputer()
+    computer = _FrameComputer(band_limited=normalise)
     computer.push(y * np.float32(10 ** (gain_db / 20)), final=True)
     return FrameFeatures(computer.result(), AudioInfo(SR, 1, len(y) / SR, "signal"), gain_db)
 
@@ -321,7 +354,7 @@ AUDIO_FEATURE_NAMES: tuple[str, ...] = (
     "log2_bandwidth_hz",
     "log2_rolloff_hz",
     "flatness_log10",
-    *(f"contrast_{i}" for i in range(7)),
+    *(f"contrast_{i}" for i in range(CONTRAST_BANDS)),
     *(f"mfcc_mean_{i}" for i in range(N_MFCC)),
     *(f"mfcc_std_{i}" for i in range(N_MFCC)),
     "onset_mean",

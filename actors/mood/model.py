@@ -80,8 +80,8 @@ class _Head:
         # Classes as the classifier saw them (indices into QUADRANTS).
         self.class_order: list[int] = list(spec.get("class_order", range(4)))
         self.decision: str = spec.get("decision", "argmax")
-        # Whether its audio features are computed on level-normalised audio (features.audio_frames).
-        self.level_normalised: bool = bool(spec.get("level_normalised", False))
+        # Whether it reads audio normalised in level and band (features.audio_frames `normalise`).
+        self.normalised: bool = bool(spec.get("normalised", False))
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """Quadrant probabilities for rows of every computed feature (the head picks its own)."""
@@ -110,9 +110,9 @@ class MoodModel:
     def _head_name(self, with_midi: bool) -> str:
         return "audio_midi" if with_midi and "audio_midi" in self.heads else "audio"
 
-    def level_normalised(self, with_midi: bool) -> bool:
-        """Whether the head that will answer reads features of level-normalised audio."""
-        return self.heads[self._head_name(with_midi)].level_normalised
+    def normalised(self, with_midi: bool) -> bool:
+        """Whether the head that will answer reads audio normalised in level and band."""
+        return self.heads[self._head_name(with_midi)].normalised
 
     def predict(self, audio: np.ndarray, midi: np.ndarray | None = None) -> list[Prediction]:
         """Predictions for rows of audio features (and, when known, MIDI features)."""

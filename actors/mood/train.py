@@ -11,8 +11,9 @@
    plus one other-instrument variant (a robustness figure).
 2. features: the same `features.py` code the actor runs, on the rendered audio (and the MIDI).
 3. fit: candidate models are compared by song-grouped 5-fold cross-validation on `train`
-   (clips of one song never straddle folds; augmented variants stay with their clip), the
-   best on cross-validation is refitted on all of `train` and scored once on `val`. Both the
+   (clips of one song never straddle folds; augmented variants stay with their clip); each is
+   refitted on all of `train`, and the best on cross-validation among those that hear a lively
+   major contrast piece as livelier and happier than a quiet minor one is scored once on `val`. Both the
    audio-only model (uploaded audio) and the audio+MIDI model (audio rendered from MIDI) are
    exported to ONNX with skl2onnx; `model.json` records features, normalisation, labels,
    versions and the metrics.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -111,6 +113,94 @@ def with_program(midi: bytes, program: int) -> bytes:
     return out.getvalue()
 
 
+# --- the sanity gate --------------------------------------------------------------------------------
+
+# Fast, loud C major against slow, soft A minor: far from EMOPIA's clips (as grid music is), but
+# any model worth shipping must hear the first as the livelier and happier one; a short take of
+# each (about 9 and 17 s) and a minute of each (the first five minutes of a long timeline).
+CONTRAST_SECONDS = 60.0
+
+
+def piece_midi(
+    tempo_bpm: float,
+    velocity: int,
+    chords: list[list[int]],
+    beats_per_chord: float,
+    note_beats: float,
+    bars: int,
+) -> bytes:
+    """A simple piano piece: each chord struck as a block chord plus an arpeggio, repeated."""
+    midi = mido.MidiFile(ticks_per_beat=480)
+    track = midi.add_track()
+    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm), time=0))
+    events: list[tuple[int, bool, int]] = []
+    beat = 0.0
+    for _ in range(bars):
+        for chord in chords:
+            steps = max(1, round(beats_per_chord / note_beats))
+            for step in range(steps):
+                start = beat + step * note_beats
+                pitches = chord if step == 0 else [chord[step % len(chord)] + 12]
+                for pitch in pitches:
+                    events.append((int(start * 480), True, pitch))
+                    events.append((int((start + note_beats * 0.95) * 480), False, pitch))
+            beat += beats_per_chord
+    events.sort(key=lambda e: (e[0], e[1]))
+    now = 0
+    for tick, on, pitch in events:
+        kind = "note_on" if on else "note_off"
+        track.append(mido.Message(kind, note=pitch, velocity=velocity if on else 0, time=tick - now))
+        now = tick
+    out = io.BytesIO()
+    midi.save(file=out)
+    return out.getvalue()
+
+
+def contrast_pieces() -> list[tuple[bytes, bytes]]:
+    """(lively major, quiet minor) pairs: a short take of each, then a minute of each."""
+    lively = [[60, 64, 67, 72], [65, 69, 72, 77], [67, 71, 74, 79], [60, 64, 67, 72]]
+    quiet = [[45, 57, 60, 64], [41, 53, 57, 60], [40, 52, 55, 59], [45, 57, 60, 64]]
+    return [
+        (piece_midi(168, 115, lively, 2, 0.25, bars), piece_midi(58, 38, quiet, 4, 2, quiet_bars))
+        for bars, quiet_bars in ((6, 2), (42, 4))
+    ]
+
+
+def contrast_features(cache: Path, soundfont_dir: Path) -> dict[str, np.ndarray]:
+    """Each head's feature rows of the contrast pieces (lively, quiet, lively, quiet, …)."""
+    from tuneforge.actors.exporter.render import Renderer
+
+    renderer = Renderer(soundfont_dir)
+    audio: list[np.ndarray] = []
+    rendered: list[np.ndarray] = []
+    midi_rows: list[np.ndarray] = []
+    for i, midi in enumerate(m for pair in contrast_pieces() for m in pair):
+        path = cache / f"contrast-{i}.wav"
+        seconds = mido.MidiFile(file=io.BytesIO(midi)).length
+        renderer.render(midi, path, "wav", 44100, "fluidr3_gm", seconds + 5)
+        for rows, normalise in ((audio, True), (rendered, False)):
+            piece = F.audio_frames(path, normalise=normalise)
+            rows.append(F.span_features(piece.frames, piece.gain_db).vector)
+        notes = F.read_midi_notes(midi)
+        midi_rows.append(F.midi_span_features(notes, 0.0, notes.duration_seconds).vector)
+    renderer.close()
+    return {"audio": np.array(audio), "audio_midi": np.hstack([np.array(rendered), np.array(midi_rows)])}
+
+
+def orders_the_contrast(probabilities: np.ndarray) -> bool:
+    """The checks `tests/test_mood.py` and `tests/test_mood_long.py` make of the shipped model.
+
+    Short takes: the lively one more aroused by .2, and more positive. Minutes: by .3. At both
+    lengths the lively one on the aroused side of the plane and the quiet one on the other.
+    """
+    valence = probabilities @ np.array([1.0, -1.0, -1.0, 1.0])
+    arousal = probabilities @ np.array([1.0, 1.0, -1.0, -1.0])
+    sides = arousal[0] > 0 > arousal[1] and arousal[2] > 0 > arousal[3]
+    return bool(
+        sides and arousal[0] > arousal[1] + 0.2 and arousal[2] > arousal[3] + 0.3 and valence[0] > valence[1]
+    )
+
+
 def render_all(clips: list[Clip], emopia: Path, cache: Path, soundfont_dir: Path) -> None:
     from tuneforge.actors.exporter.render import Renderer
 
@@ -143,7 +233,7 @@ def feature_path(cache: Path) -> Path:
     return cache / f"features-v{F.FEATURE_VERSION}.npz"
 
 
-FeatureRow = tuple[np.ndarray, np.ndarray, np.ndarray]  # level-normalised audio, audio as rendered, MIDI
+FeatureRow = tuple[np.ndarray, np.ndarray, np.ndarray]  # normalised audio, audio as rendered, MIDI
 
 
 def clip_feature_rows(clip: Clip, emopia: Path, cache: Path) -> list[FeatureRow]:
@@ -165,21 +255,21 @@ def clip_feature_rows(clip: Clip, emopia: Path, cache: Path) -> list[FeatureRow]
 def extract_all(clips: list[Clip], emopia: Path, cache: Path, jobs: int = 1) -> dict[str, np.ndarray]:
     """Audio and MIDI feature vectors of every render; cached per feature version.
 
-    Audio features twice: `audio` of the level-normalised render (for the `audio` head, which
-    hears uploads of any level) and `audio_rendered` at the render's own level (for the
-    `audio_midi` head, which only hears the exporter's renders). Clips are spread over `jobs`
+    Audio features twice: `audio` of the render normalised in level and band (for the `audio`
+    head, which hears uploads of any level and sample rate) and `audio_rendered` of the render as
+    it is (for the `audio_midi` head, which only hears the exporter's renders). Clips are spread over `jobs`
     processes; the rows keep the clips' order, so the result does not depend on `jobs`.
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    from tuneforge.actors.mood.analyze import warm_up
+    from tuneforge.actors.mood.analyze import compile_features
 
     path = feature_path(cache)
     if path.exists():
         data = dict(np.load(path, allow_pickle=False))
         if int(data.get("n_rows", 0)) == sum(len(variants_for(c)) for c in clips):
             return data
-    warm_up()  # compile librosa's numba code once, before the worker processes load it
+    compile_features()  # librosa's numba code, compiled once before the worker processes load it
     rows: list[FeatureRow] = []
     meta = [(c.name, c.quadrant, c.split, c.song_id, v.name) for c in clips for v in variants_for(c)]
     started = time.perf_counter()
@@ -301,7 +391,19 @@ def to_onnx(model: object, n_features: int, path: Path) -> None:
     path.write_bytes(onnx_model.SerializeToString())
 
 
-def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list[str] | None = None) -> dict:
+def fit_and_export(
+    data: dict[str, np.ndarray],
+    contrast: dict[str, np.ndarray],
+    out: Path,
+    seed: int,
+    only: list[str] | None = None,
+) -> dict:
+    """Compare the candidates per head, export the best that passes the sanity gate; `model.json`.
+
+    The gate: refitted on all of `train`, a candidate must hear the lively contrast pieces as more
+    aroused and more positive than the quiet ones (`contrast`: each head's feature rows of them).
+    Cross-validation alone once chose an SVC that called a minute of fast, loud C major "sad".
+    """
     import warnings
 
     import onnxruntime
@@ -317,7 +419,7 @@ def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list
     train = data["split"] == "train"
     val = data["split"] == "val"
     canonical = data["variant"] == "piano"
-    feature_sets = {  # head: (features, their names, file, level-normalised audio)
+    feature_sets = {  # head: (features, their names, file, audio normalised in level and band)
         "audio": (data["audio"], list(F.AUDIO_FEATURE_NAMES), "model.onnx", True),
         "audio_midi": (
             np.hstack([data["audio_rendered"], data["midi"]]),
@@ -327,7 +429,7 @@ def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list
         ),
     }
     meta: dict = {
-        "version": f"emopia-v{F.FEATURE_VERSION}-seed{seed}",
+        "version": "",  # set once the files are written: it names what they hold
         "labels": ["happy", "tense", "sad", "calm"],
         "quadrants": list(QUADRANTS),
         "models": {},
@@ -343,21 +445,26 @@ def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list
             "versions": {"scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__},
         },
     }
-    for head, (x_all, names, filename, level_normalised) in feature_sets.items():
+    for head, (x_all, names, filename, normalised) in feature_sets.items():
         scaler = StandardScaler().fit(x_all[train])
         scale = np.where(scaler.scale_ > 1e-8, scaler.scale_, 1.0)
         x = ((x_all - scaler.mean_) / scale).astype(np.float32)
-        cv_table = {}
+        contrast_x = ((contrast[head] - scaler.mean_) / scale).astype(np.float32)
+        cv_table: dict[str, dict] = {}
+        fitted: dict[str, object] = {}
         for name, model in candidates(seed).items():
             if only and name not in only:
                 continue
             started = time.perf_counter()
             cv = cross_validate(model, x[train], y[train], data["song"][train], canonical[train], seed)
+            fitted[name] = _fit(model, x[train], y[train])
+            passes = orders_the_contrast(fitted[name].predict_proba(contrast_x))  # type: ignore[attr-defined]
             cv_table[name] = {
-                k: [round(float(np.mean(v)), 4), round(float(np.std(v)), 4)] for k, v in cv.items()
+                **{k: [round(float(np.mean(v)), 4), round(float(np.std(v)), 4)] for k, v in cv.items()},
+                "orders_the_contrast": passes,
             }
             log.info(
-                "%s %-22s CV 4Q %.3f±%.3f (marginals %.3f) arousal %.3f valence %.3f (%.0f s)",
+                "%s %-22s CV 4Q %.3f±%.3f (marginals %.3f) arousal %.3f valence %.3f%s (%.0f s)",
                 head,
                 name,
                 np.mean(cv["quadrant_argmax"]),
@@ -365,10 +472,14 @@ def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list
                 np.mean(cv["quadrant_marginals"]),
                 np.mean(cv["arousal"]),
                 np.mean(cv["valence"]),
+                "" if passes else "; fails the contrast gate",
                 time.perf_counter() - started,
             )
+        passing = [n for n in cv_table if cv_table[n]["orders_the_contrast"]]
+        if not passing:
+            raise SystemExit(f"{head}: no candidate hears the lively contrast piece as the livelier one")
         best = max(
-            cv_table,
+            passing,
             key=lambda n: max(cv_table[n]["quadrant_argmax"][0], cv_table[n]["quadrant_marginals"][0]),
         )
         decision = (
@@ -376,7 +487,7 @@ def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list
             if cv_table[best]["quadrant_marginals"][0] > cv_table[best]["quadrant_argmax"][0]
             else "argmax"
         )
-        model = _fit(candidates(seed)[best], x[train], y[train])
+        model = fitted[best]
         path = out / filename
         to_onnx(model, x.shape[1], path)
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -410,7 +521,7 @@ def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list
             "file": filename,
             "estimator": best,
             "decision": decision,
-            "level_normalised": level_normalised,
+            "normalised": normalised,
             "features": names,
             "mean": [round(float(v), 6) for v in scaler.mean_],
             "scale": [round(float(v), 6) for v in scale],
@@ -421,8 +532,23 @@ def fit_and_export(data: dict[str, np.ndarray], out: Path, seed: int, only: list
             "cv_train": cv_table,
             "val": val_metrics,
         }
+    meta["version"] = model_version(meta, out, seed)
     (out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
+
+
+def model_version(meta: dict, out: Path, seed: int) -> str:
+    """A version that changes whenever what the model computes does: the API keys cached moods by it.
+
+    The digest covers each head's ONNX bytes (reproducible: fixed graph names), features,
+    normalisation and decision rule.
+    """
+    digest = hashlib.sha256()
+    for head, spec in sorted(meta["models"].items()):
+        digest.update((out / spec["file"]).read_bytes())
+        used = {k: spec[k] for k in ("features", "mean", "scale", "class_order", "decision", "normalised")}
+        digest.update(json.dumps([head, used], sort_keys=True).encode())
+    return f"emopia-v{F.FEATURE_VERSION}-seed{seed}-{digest.hexdigest()[:10]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
             data["midi"].shape[1],
         )
     if args.stage in ("all", "fit"):
-        fit_and_export(data, args.out, SEED, args.candidates)
+        contrast = contrast_features(args.cache, args.soundfont_dir)
+        fit_and_export(data, contrast, args.out, SEED, args.candidates)
     return 0
 
 
