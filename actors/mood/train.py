@@ -116,9 +116,8 @@ def with_program(midi: bytes, program: int) -> bytes:
 # --- the sanity gate --------------------------------------------------------------------------------
 
 # Fast, loud C major against slow, soft A minor: far from EMOPIA's clips (as grid music is), but
-# any model worth shipping must hear the first as the livelier and happier one; a short take of
-# each (about 9 and 17 s) and a minute of each (the first five minutes of a long timeline).
-CONTRAST_SECONDS = 60.0
+# any model worth shipping must hear the first as the livelier and happier one, in a short take
+# of each (about 9 and 17 s) and in a longer one (about 2 minutes and 1).
 
 
 def piece_midi(
@@ -157,7 +156,7 @@ def piece_midi(
 
 
 def contrast_pieces() -> list[tuple[bytes, bytes]]:
-    """(lively major, quiet minor) pairs: a short take of each, then a minute of each."""
+    """(lively major, quiet minor) pairs: a short take of each, then a longer one."""
     lively = [[60, 64, 67, 72], [65, 69, 72, 77], [67, 71, 74, 79], [60, 64, 67, 72]]
     quiet = [[45, 57, 60, 64], [41, 53, 57, 60], [40, 52, 55, 59], [45, 57, 60, 64]]
     return [
@@ -171,20 +170,17 @@ def contrast_features(cache: Path, soundfont_dir: Path) -> dict[str, np.ndarray]
     from tuneforge.actors.exporter.render import Renderer
 
     renderer = Renderer(soundfont_dir)
-    audio: list[np.ndarray] = []
-    rendered: list[np.ndarray] = []
-    midi_rows: list[np.ndarray] = []
+    rows: list[FeatureRow] = []
     for i, midi in enumerate(m for pair in contrast_pieces() for m in pair):
         path = cache / f"contrast-{i}.wav"
         seconds = mido.MidiFile(file=io.BytesIO(midi)).length
         renderer.render(midi, path, "wav", 44100, "fluidr3_gm", seconds + 5)
-        for rows, normalise in ((audio, True), (rendered, False)):
-            piece = F.audio_frames(path, normalise=normalise)
-            rows.append(F.span_features(piece.frames, piece.gain_db).vector)
-        notes = F.read_midi_notes(midi)
-        midi_rows.append(F.midi_span_features(notes, 0.0, notes.duration_seconds).vector)
+        rows.append(feature_row(path, midi_vector(midi)))
     renderer.close()
-    return {"audio": np.array(audio), "audio_midi": np.hstack([np.array(rendered), np.array(midi_rows)])}
+    return {
+        "audio": np.array([r[0] for r in rows]),
+        "audio_midi": np.hstack([np.array([r[1] for r in rows]), np.array([r[2] for r in rows])]),
+    }
 
 
 def orders_the_contrast(probabilities: np.ndarray) -> bool:
@@ -236,20 +232,28 @@ def feature_path(cache: Path) -> Path:
 FeatureRow = tuple[np.ndarray, np.ndarray, np.ndarray]  # normalised audio, audio as rendered, MIDI
 
 
+def midi_vector(midi: bytes) -> np.ndarray:
+    """The MIDI features of a whole file, over the MIDI's own length (as the actor computes them)."""
+    notes = F.read_midi_notes(midi)
+    return F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)).vector
+
+
+def feature_row(render: Path, midi_features: np.ndarray) -> FeatureRow:
+    """A render's audio features, normalised (the `audio` head) and as it is (`audio_midi`)."""
+    normalised, rendered = (
+        F.span_features(piece.frames, piece.gain_db).vector
+        for piece in (F.audio_frames(render, normalise=True), F.audio_frames(render, normalise=False))
+    )
+    return normalised, rendered, midi_features
+
+
 def clip_feature_rows(clip: Clip, emopia: Path, cache: Path) -> list[FeatureRow]:
     """The feature vectors of each render of one clip."""
-    midi = (emopia / clip.file).read_bytes()
-    notes = F.read_midi_notes(midi)
-    midi_vector = F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)).vector
-    rows = []
-    for variant in variants_for(clip):
-        render = cache / "audio" / f"{clip.name}.{variant.name}.flac"
-        normalised, rendered = (
-            F.span_features(piece.frames, piece.gain_db).vector
-            for piece in (F.audio_frames(render, normalise=True), F.audio_frames(render, normalise=False))
-        )
-        rows.append((normalised, rendered, midi_vector))
-    return rows
+    midi_features = midi_vector((emopia / clip.file).read_bytes())
+    return [
+        feature_row(cache / "audio" / f"{clip.name}.{variant.name}.flac", midi_features)
+        for variant in variants_for(clip)
+    ]
 
 
 def extract_all(clips: list[Clip], emopia: Path, cache: Path, jobs: int = 1) -> dict[str, np.ndarray]:
@@ -377,6 +381,7 @@ def cross_validate(
 
 
 def to_onnx(model: object, n_features: int, path: Path) -> None:
+    import onnx
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
@@ -386,8 +391,12 @@ def to_onnx(model: object, n_features: int, path: Path) -> None:
         options={id(model): {"zipmap": False}},
         target_opset=17,
     )
-    # skl2onnx names the graph with a random uuid; a fixed name makes the file reproducible.
+    # skl2onnx names the graph with a random uuid, and lists its opsets in no fixed order (a set):
+    # a fixed name and sorted opsets make the file, and the model's version digest, reproducible.
     onnx_model.graph.name = path.stem
+    opsets = sorted((o.domain, o.version) for o in onnx_model.opset_import)
+    del onnx_model.opset_import[:]
+    onnx_model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in opsets)
     path.write_bytes(onnx_model.SerializeToString())
 
 
