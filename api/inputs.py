@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request
+from litestar import Request, Response
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException, HTTPException
 
 from tuneforge.api.backend import RenderInput
 from tuneforge.contracts.jobs import RenderOptions
 from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES, MAX_UPLOAD_BYTES
-from tuneforge.contracts.midi import MidiError, inspect_midi
-from tuneforge.contracts.music import MusicError, decode_json_object, decode_music
+from tuneforge.contracts.midi import MidiError, inspect_midi, playable_midi
+from tuneforge.contracts.music import MusicError, decode_json_object, decode_music, looks_like_json
 
 MIDI_TYPES = {"audio/midi", "audio/x-midi", "audio/mid", "application/x-midi", "audio/sp-midi"}
 OPTION_FIELDS = {"format", "sample_rate_hz", "soundfont", "analyze_mood"}
@@ -25,6 +25,18 @@ OPTION_FIELDS = {"format", "sample_rate_hz", "soundfont", "analyze_mood"}
 
 class PayloadTooLarge(HTTPException):
     status_code = 413
+
+
+def too_large_response(request: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str, Any]]:
+    """413 with the limit in words: ours say which limit; Litestar's own (a body over
+    `request_max_body_size`, stopped before it is read) says only "Request Entity Too Large"."""
+    detail = (
+        error.detail
+        if isinstance(error, PayloadTooLarge)
+        else f"the request body is larger than the {MAX_UPLOAD_BYTES} bytes "
+        f"({MAX_UPLOAD_BYTES // (1024 * 1024)} MiB) allowed for an upload"
+    )
+    return Response({"status_code": 413, "detail": detail}, status_code=413)
 
 
 def media_type(request: Request[Any, Any, Any]) -> str:
@@ -81,6 +93,7 @@ def midi_input(data: bytes, options: RenderOptions) -> RenderInput:
     if len(data) > MAX_MIDI_BYTES:
         raise PayloadTooLarge(f"MIDI files are limited to {MAX_MIDI_BYTES} bytes")
     try:
+        data = playable_midi(data)  # RMID unwrapped, a header's track count repaired
         inspect_midi(data, MAX_DURATION_SECONDS)
     except MidiError as error:
         raise ClientException(str(error)) from None
@@ -94,7 +107,7 @@ async def read_render_input(request: Request[Any, Any, Any]) -> RenderInput:
     if kind in MIDI_TYPES or kind == "multipart/form-data" or kind == "application/octet-stream":
         data, file_type, fields = await read_upload(request, MAX_MIDI_BYTES)
         options = _options({k: v for k, v in fields.items() if k in OPTION_FIELDS}, defaults)
-        if file_type == "application/json" or data.lstrip()[:1] == b"{":
+        if file_type == "application/json" or looks_like_json(data):
             return _music_input(data, options)
         return midi_input(data, options)
     # `curl -d` and plain HTML forms label JSON as form data; accept it when it is JSON.

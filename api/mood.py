@@ -26,7 +26,9 @@ from tuneforge.api.inputs import MIDI_TYPES, midi_input, read_render_input, read
 from tuneforge.api.jobs import DOWNLOAD_TIMEOUT_S, finished_job, http_error
 from tuneforge.contracts.jobs import BlobRef, RenderOptions
 from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
+from tuneforge.contracts.midi import is_midi
 from tuneforge.contracts.mood import Mood, MoodRequest
+from tuneforge.contracts.music import looks_like_json
 
 MOOD_TIMEOUT_S = 120.0
 # soundfile's container names → (extension, content type) of what /mood accepts.
@@ -117,9 +119,9 @@ async def mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
     A Standard MIDI File is rendered first and analysed with its MIDI features too.
     """
     data, content_type, _ = await read_upload(request, MAX_UPLOAD_BYTES)
-    if content_type in MIDI_TYPES or data[:4] == b"MThd":
+    if content_type in MIDI_TYPES or is_midi(data):
         return await mood_of_render(backend, midi_input(data, RenderOptions(analyze_mood=True)))
-    if content_type in ("application/json", "text/plain") or data.lstrip()[:1] in (b"{", b"["):
+    if content_type in ("application/json", "text/plain") or looks_like_json(data):
         raise UnsupportedMediaType(
             "POST /mood takes an audio or MIDI file; send Grid or Score JSON to /get_mood"
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Request, get, post
+from litestar import HttpMethod, Request, get, post, route
 from litestar.exceptions import (
     ClientException,
     HTTPException,
@@ -32,7 +32,12 @@ async def _check(coro: Any, timeout_s: float = 2.0) -> dict[str, Any]:
     return {"ok": True}
 
 
-@get("/healthz", summary="NATS, database, blob store, cache and each actor service")
+# HEAD too: load balancers and uptime monitors probe with it.
+@route(
+    "/healthz",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    summary="NATS, database, blob store, cache and each actor service",
+)
 async def healthz(backend: Backend) -> Response[dict[str, Any]]:
     nats_ok = backend.nc is not None and backend.nc.is_connected
     checks: dict[str, Any] = {

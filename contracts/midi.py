@@ -1,33 +1,121 @@
-"""Standard MIDI File validation at the edge: parse, check limits, report clearly."""
+"""Standard MIDI File reading and validation at the edge: parse, check limits, report clearly.
+
+Files found in the wild are read as players read them: a RIFF `RMID` wrapper (Windows `.rmi`)
+is taken off, data bytes above 127 are clipped, and an impossible key signature (a meta event
+that only labels the score) does not make the whole file unreadable.
+"""
 
 import io
 import math
+import struct
 
 import mido
+from mido.midifiles import meta as mido_meta
 
 
 class MidiError(ValueError):
     """Bytes that are not a usable Standard MIDI File."""
 
 
-def inspect_midi(data: bytes, max_seconds: float) -> float:
-    """Parse a Standard MIDI File and return its length in seconds; `MidiError` if unusable."""
+class _TolerantKeySignature(mido_meta.MetaSpec_key_signature):
+    """mido's key signature, reading one it cannot name (e.g. 9 sharps) as C rather than failing."""
+
+    type = "key_signature"
+
+    def decode(self, message: mido.MetaMessage, data: list[int]) -> None:
+        try:
+            super().decode(message, data)
+        except mido_meta.KeySignatureError:
+            message.key = "C"
+
+
+# The key signature is only a label (nothing here plays or analyses by it); without this, mido
+# refuses files that FluidSynth and every player accept. Registered once, for this process.
+mido_meta.add_meta_spec(_TolerantKeySignature)
+
+
+def standard_midi_bytes(data: bytes) -> bytes:
+    """The Standard MIDI File itself: RIFF `RMID` files (Windows `.rmi`) carry one in a `data` chunk."""
+    if data[:4] != b"RIFF" or data[8:12] != b"RMID":
+        return data
+    position = 12
+    while position + 8 <= len(data):
+        chunk, size = data[position : position + 4], struct.unpack("<I", data[position + 4 : position + 8])[0]
+        if chunk == b"data":
+            return data[position + 8 : position + 8 + size]
+        position += 8 + size + (size & 1)  # RIFF chunks are padded to an even length
+    raise MidiError("a RIFF MIDI (RMID) file without its 'data' chunk")
+
+
+def _with_tracks_present(smf: bytes) -> bytes:
+    """A header that declares more tracks than the file holds (seen in files cut short by editors)
+    is corrected to the tracks present, as players do, rather than the file refused."""
+    if smf[:4] != b"MThd" or len(smf) < 14:
+        return smf
+    header_size = struct.unpack(">I", smf[4:8])[0]
+    declared = struct.unpack(">H", smf[10:12])[0]
+    position, present = 8 + header_size, 0
+    while position + 8 <= len(smf) and present < declared:
+        size = struct.unpack(">I", smf[position + 4 : position + 8])[0]
+        if smf[position : position + 4] == b"MTrk":
+            if position + 8 + size > len(smf):
+                break  # a track cut short: left for the parser to report
+            present += 1
+        position += 8 + size
+    if 0 < present < declared and position >= len(smf):
+        return smf[:10] + struct.pack(">H", present) + smf[12:]
+    return smf
+
+
+def playable_midi(data: bytes) -> bytes:
+    """The bytes to store and render: the bare Standard MIDI File, its track count as present; a
+    file with data bytes above 127 (which FluidSynth drops) is written out again as mido reads it."""
+    smf = _with_tracks_present(standard_midi_bytes(data))
     try:
-        midi = mido.MidiFile(file=io.BytesIO(data))
-        if midi.type == 2:
-            raise MidiError("MIDI type 2 (asynchronous tracks) is not supported")
-        if midi.ticks_per_beat <= 0:  # the header's top bit: SMPTE frames, which mido reads as < 0
-            raise MidiError(
-                "SMPTE (frames per second) timing is not supported: save the file with ticks per beat"
-            )
-        seconds = float(midi.length)
-    except MidiError:
-        raise
+        mido.MidiFile(file=io.BytesIO(smf))
+    except (OSError, ValueError) as error:  # mido raises OSError for a data byte over 127
+        if "data byte" not in str(error):
+            return smf  # unusable: parse_midi says why
+        out = io.BytesIO()
+        parse_midi(smf).save(file=out)
+        return out.getvalue()
+    except Exception:
+        return smf
+    return smf
+
+
+def is_midi(data: bytes) -> bool:
+    """Whether bytes are a Standard MIDI File, bare or in a RIFF `RMID` wrapper."""
+    return data[:4] == b"MThd" or (data[:4] == b"RIFF" and data[8:12] == b"RMID")
+
+
+def parse_midi(data: bytes) -> mido.MidiFile:
+    """A Standard MIDI File (or RMID), read tolerantly; `MidiError` with words if it is unusable."""
+    try:
+        midi = mido.MidiFile(file=io.BytesIO(_with_tracks_present(standard_midi_bytes(data))), clip=True)
     except EOFError:
         raise MidiError(
             "not a valid Standard MIDI File: it ends in the middle of its data (truncated?)"
         ) from None
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+    except MidiError:
+        raise
+    except Exception as error:  # mido raises what its parser meets: ValueError, KeyError, IndexError…
+        raise MidiError(f"not a valid Standard MIDI File: {str(error) or type(error).__name__}") from None
+    if midi.type == 2:
+        raise MidiError("MIDI type 2 (asynchronous tracks) is not supported")
+    if midi.ticks_per_beat <= 0:  # the header's top bit: SMPTE frames, which mido reads as < 0
+        raise MidiError(
+            "SMPTE (frames per second) timing is not supported: save the file with ticks per beat"
+        )
+    return midi
+
+
+def inspect_midi(data: bytes, max_seconds: float) -> float:
+    """Parse a Standard MIDI File and return its length in seconds; `MidiError` if unusable."""
+    midi = parse_midi(data)
+    try:
+        seconds = float(midi.length)
+    except Exception as error:
         raise MidiError(f"not a valid Standard MIDI File: {str(error) or type(error).__name__}") from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise MidiError("the MIDI file contains no timed events to play")

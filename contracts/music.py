@@ -156,10 +156,19 @@ class MusicError(ValueError):
     """Input that is not valid music; the message says what is wrong and where."""
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def looks_like_json(data: bytes) -> bool:
+    """Whether a body starts like a JSON object or array (after a byte order mark and whitespace)."""
+    return data.removeprefix(UTF8_BOM).lstrip()[:1] in (b"{", b"[")
+
+
 def decode_json_object(body: bytes) -> dict[str, Any]:
     """The JSON object a Score or Grid arrives as; `MusicError` for anything else."""
     try:
-        raw = msgspec.json.decode(body)
+        # Editors on Windows save JSON with a UTF-8 byte order mark; RFC 8259 lets a parser skip it.
+        raw = msgspec.json.decode(body.removeprefix(UTF8_BOM))
     except msgspec.DecodeError as error:
         raise MusicError(f"malformed JSON: {error}") from None
     except RecursionError:

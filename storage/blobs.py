@@ -27,6 +27,23 @@ class BlobNotFound(LookupError):
     """The reference does not point at a blob in this store."""
 
 
+class BlobMismatch(BlobNotFound):
+    """The blob at the reference's address holds other content than the reference's sha256 names.
+
+    Readers check: a `BlobRef` arriving over NATS may name any address, and a result (a render, a
+    cached mood) is only ever the result of the content the reference claims.
+    """
+
+
+def verified(ref: BlobRef, sha256: str, size: int) -> None:
+    """Raise `BlobMismatch` unless content of `sha256` and `size` bytes is what `ref` names."""
+    if sha256 != ref.sha256 or size != ref.size_bytes:
+        raise BlobMismatch(
+            f"the blob does not match its reference: it holds {size} bytes of sha256 {sha256}, "
+            f"the reference names {ref.size_bytes} bytes of sha256 {ref.sha256}"
+        )
+
+
 class BlobStore(Protocol):
     async def put_bytes(self, data: bytes, prefix: str, extension: str, content_type: str) -> BlobRef:
         """Store `data` at `<prefix>/<sha256>.<extension>` (same content, same key)."""
@@ -43,6 +60,17 @@ class BlobStore(Protocol):
     async def close(self) -> None: ...
 
 
+def copy_hashing(source: Path, target: Path) -> tuple[str, int]:
+    """Copy a file and return the sha256 and size of what was copied."""
+    digest, size = hashlib.sha256(), 0
+    with source.open("rb") as src, target.open("wb") as dst:
+        while chunk := src.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+            dst.write(chunk)
+    return digest.hexdigest(), size
+
+
 def sha256_file(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
@@ -51,6 +79,10 @@ def sha256_file(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def content_key(prefix: str, sha256: str, extension: str) -> str:
@@ -112,10 +144,12 @@ class LocalBlobStore:
         path = self._path_for_ref(ref)
         if max_bytes is not None and path.stat().st_size > max_bytes:
             raise ValueError(f"blob is {path.stat().st_size} bytes, more than the {max_bytes} allowed")
-        return await asyncio.to_thread(path.read_bytes)
+        data = await asyncio.to_thread(path.read_bytes)
+        verified(ref, await asyncio.to_thread(_sha256, data), len(data))
+        return data
 
     async def download_to(self, ref: BlobRef, path: Path) -> None:
-        await asyncio.to_thread(shutil.copyfile, self._path_for_ref(ref), path)
+        verified(ref, *await asyncio.to_thread(copy_hashing, self._path_for_ref(ref), path))
 
     def local_path(self, ref: BlobRef) -> Path:
         """The file behind a reference: lets the API hand it to the OS (sendfile) directly."""
@@ -213,12 +247,18 @@ class AzureBlobStore:
             raise BlobNotFound(f"no blob at {ref.uri!r}") from None
         if max_bytes is not None and downloader.size > max_bytes:
             raise ValueError(f"blob is {downloader.size} bytes, more than the {max_bytes} allowed")
-        return await downloader.readall()
+        data = await downloader.readall()
+        verified(ref, await asyncio.to_thread(_sha256, data), len(data))
+        return data
 
     async def download_to(self, ref: BlobRef, path: Path) -> None:
+        digest, size = hashlib.sha256(), 0
         with path.open("wb") as handle:
             async for chunk in self.stream(ref):
+                digest.update(chunk)
+                size += len(chunk)
                 await asyncio.to_thread(handle.write, chunk)
+        verified(ref, digest.hexdigest(), size)
 
     async def stream(self, ref: BlobRef) -> AsyncIterator[bytes]:
         from azure.core.exceptions import ResourceNotFoundError

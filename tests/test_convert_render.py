@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import subprocess
 import tracemalloc
 from pathlib import Path
@@ -15,7 +16,7 @@ import soundfile
 from tests.audio import dominant_frequency_hz, sounding_seconds
 from tuneforge.actors.converter.convert import score_to_midi
 from tuneforge.actors.exporter.render import Renderer
-from tuneforge.contracts.midi import MidiError, inspect_midi
+from tuneforge.contracts.midi import MidiError, inspect_midi, playable_midi
 from tuneforge.contracts.music import Note, Score, Track, decode_music
 
 
@@ -165,3 +166,40 @@ def test_smpte_timed_midi_is_refused_for_what_it_is() -> None:
 def test_overlong_midi_is_rejected() -> None:
     with pytest.raises(MidiError, match="at most 60 s"):
         inspect_midi(score_to_midi(held_a4(61.0)), 60)
+
+
+def smf(events: bytes, declared_tracks: int = 1, file_type: int = 0) -> bytes:
+    """A Standard MIDI File, 480 ticks per beat, of one track of raw `events`."""
+    header = b"MThd" + struct.pack(">IHHH", 6, file_type, declared_tracks, 480)
+    return header + b"MTrk" + struct.pack(">I", len(events)) + events
+
+
+# A4 held for one second at 120 bpm (960 ticks = 0x87 0x40), then the end of the track.
+A4_SECOND = b"\x00\x90\x45\x60" + b"\x87\x40\x80\x45\x00" + b"\x00\xff\x2f\x00"
+
+
+def rmid(data: bytes) -> bytes:
+    return b"RIFF" + struct.pack("<I", 12 + len(data)) + b"RMIDdata" + struct.pack("<I", len(data)) + data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        smf(b"\x00\xff\x59\x02\x09\x00" + A4_SECOND),  # a key signature of 9 sharps
+        smf(A4_SECOND.replace(b"\x90\x45\x60", b"\x90\x45\xe0")),  # velocity byte over 127
+        smf(A4_SECOND, declared_tracks=3, file_type=1),  # the header promises tracks that are not there
+        rmid(smf(A4_SECOND)),  # Windows .rmi: the file in a RIFF wrapper
+    ],
+    ids=["impossible key signature", "data byte over 127", "missing tracks", "RMID"],
+)
+def test_midi_files_as_found_in_the_wild_are_read_and_played(
+    data: bytes, renderer: Renderer, tmp_path: Path
+) -> None:
+    assert inspect_midi(data, 600) == pytest.approx(1.0)
+    playable = playable_midi(data)
+    assert playable[:4] == b"MThd"
+    renderer.render(playable, tmp_path / "wild.wav", "wav", 22050, "fluidr3_gm", 1.0)
+    stereo, rate = soundfile.read(tmp_path / "wild.wav")
+    mono = stereo.mean(axis=1)
+    assert np.abs(mono).max() > 0.005 and sounding_seconds(mono, rate) >= 0.9
+    assert dominant_frequency_hz(mono, rate) == pytest.approx(440, rel=0.03)

@@ -72,12 +72,16 @@ def test_committed_model_loads_and_answers(model: MoodModel) -> None:
         assert len(head.features) == len(head.mean) == len(head.scale)
     assert model.heads["audio"].features == list(F.AUDIO_FEATURE_NAMES)
     rng = np.random.default_rng(1)
-    predictions = model.predict(rng.standard_normal((3, len(F.AUDIO_FEATURE_NAMES))).astype(np.float32))
-    assert len(predictions) == 3
-    for prediction in predictions:
-        assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
-        assert -1 <= prediction.valence <= 1 and -1 <= prediction.arousal <= 1
-        assert prediction.label in MOOD_LABELS
+    audio = rng.standard_normal((200, len(F.AUDIO_FEATURE_NAMES))).astype(np.float32)
+    midi = rng.standard_normal((200, len(F.MIDI_FEATURE_NAMES))).astype(np.float32)
+    sides = {"happy": (True, True), "tense": (False, True), "sad": (False, False), "calm": (True, False)}
+    for predictions in (model.predict(audio), model.predict(audio, midi)):
+        assert len(predictions) == 200
+        for prediction in predictions:
+            assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+            assert -1 <= prediction.valence <= 1 and -1 <= prediction.arousal <= 1
+            # the label is the quadrant of the (valence, arousal) point, for either head
+            assert sides[prediction.label] == (prediction.valence >= 0, prediction.arousal >= 0)
 
 
 def test_fast_loud_major_is_happier_and_livelier_than_slow_soft_minor(
@@ -179,6 +183,16 @@ def test_short_clip_gets_a_result_with_lower_confidence(model: MoodModel, tmp_pa
     assert 0 < short.confidence < long.confidence
     assert blip.label in MOOD_LABELS and blip.confidence < short.confidence
     assert len(long.timeline) == 4
+
+
+def test_a_soft_passage_is_soft_not_silent(model: MoodModel, tmp_path: Path) -> None:
+    # 15 s of chords, then 15 s of the same 30 dB softer (pianissimo after forte), then 10 s of silence.
+    loud, soft = tone(15.0, 44100), tone(15.0, 44100) * 10 ** (-30 / 20)
+    soundfile.write(tmp_path / "ff-pp.wav", np.concatenate([loud, soft, np.zeros(44100 * 10)]), 44100)
+    mood = analyze(tmp_path / "ff-pp.wav", None, model)
+    by_start = {w.start_seconds: w for w in mood.timeline}
+    assert by_start[20.0].confidence > 0.5 * by_start[0.0].confidence  # heard, and judged with confidence
+    assert by_start[35.0].confidence < 0.5 * by_start[20.0].confidence  # silence (with 5 s of context)
 
 
 def test_silence_gets_a_result_with_no_confidence(model: MoodModel, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import uuid
 
 import nats
@@ -28,10 +29,22 @@ def encoded(fmt: str, seconds: float = 6.0, rate: int = 44100) -> bytes:
     return out.getvalue()
 
 
+# The quadrant each label names: (valence ≥ 0, arousal ≥ 0).
+LABEL_SIDES = {"happy": (True, True), "tense": (False, True), "sad": (False, False), "calm": (True, False)}
+
+
+def assert_in_its_quadrant(mood: dict) -> None:
+    """The label, the quadrant and the (valence, arousal) point say the same thing."""
+    assert (mood["valence"] >= 0, mood["arousal"] >= 0) == LABEL_SIDES[mood["label"]], mood
+    assert mood["quadrant"] == f"Q{list(LABEL_SIDES).index(mood['label']) + 1}", mood
+
+
 def assert_mood(body: dict) -> None:
     assert set(body) >= MOOD_KEYS, body
     assert body["label"] in MOOD_LABELS
     assert -1 <= body["valence"] <= 1 and -1 <= body["arousal"] <= 1
+    for mood in (body, *body["timeline"]):
+        assert_in_its_quadrant(mood)
     assert set(body["probabilities"]) == set(MOOD_LABELS)
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
     assert {"tempo_bpm", "key", "mode", "loudness_db", "brightness_hz", "note_density_per_s"} <= set(
@@ -70,6 +83,27 @@ def test_uploaded_midi_is_rendered_and_analysed_with_its_notes(live_stack: Stack
     assert happy_mood["features"]["note_density_per_s"] > 5
     assert happy_mood["features"]["tempo_bpm"] == pytest.approx(168, abs=0.5)
     assert happy_mood["arousal"] > sad_mood["arousal"] and happy_mood["valence"] > sad_mood["valence"]
+
+
+def with_impossible_key_signature_in_rmid(smf: bytes) -> bytes:
+    """The file as some editors save it: a key signature of 9 sharps, in a RIFF `RMID` wrapper."""
+    at = smf.index(b"MTrk")
+    length = struct.unpack(">I", smf[at + 4 : at + 8])[0]
+    event = b"\x00\xff\x59\x02\x09\x00"
+    smf = smf[: at + 4] + struct.pack(">I", length + len(event)) + event + smf[at + 8 :]
+    return b"RIFF" + struct.pack("<I", 12 + len(smf)) + b"RMIDdata" + struct.pack("<I", len(smf)) + smf
+
+
+def test_midi_as_found_in_the_wild_gets_its_mood(live_stack: Stack) -> None:
+    wild = with_impossible_key_signature_in_rmid(SAD)
+    with live_stack.client(timeout=120) as client:
+        response = client.post("/mood", content=wild, headers={"content-type": "application/octet-stream"})
+        plain = client.post("/mood", content=SAD, headers={"content-type": "audio/midi"})
+    assert response.status_code == 200, response.text
+    assert_mood(response.json())
+    heard, plain_heard = response.json()["features"], plain.json()["features"]
+    for name in ("note_density_per_s", "tempo_bpm", "key", "mode"):  # from the notes: the same notes
+        assert heard[name] == plain_heard[name], name
 
 
 def test_get_mood_of_a_grid(live_stack: Stack) -> None:
@@ -134,7 +168,7 @@ def test_non_audio_and_corrupt_uploads_get_a_clear_4xx(live_stack: Stack) -> Non
         too_big = client.post(
             "/mood", content=b"RIFF" + bytes(21 * 1024 * 1024), headers={"content-type": "audio/wav"}
         )
-        assert too_big.status_code == 413
+        assert too_big.status_code == 413 and "20 MiB" in too_big.json()["detail"], too_big.text
         # The service is still fine.
         assert (
             client.post(
@@ -161,6 +195,10 @@ async def test_nats_endpoint_takes_plain_json_and_reports_errors(live_stack: Sta
             b'{"audio": {"uri": "file:///etc/passwd", "sha256": "' + b"0" * 64 + b'", "size_bytes": 1}}',
             json.dumps(
                 {"audio": {"uri": text.uri, "sha256": text.sha256, "size_bytes": text.size_bytes}}
+            ).encode(),
+            # the analysed audio's hash at another blob's address: no remembered mood for it
+            json.dumps(
+                {"audio": {"uri": text.uri, "sha256": ref.sha256, "size_bytes": ref.size_bytes}}
             ).encode(),
         ):
             reply = await nc.request("tuneforge.mood", bad, timeout=60)

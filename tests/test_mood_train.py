@@ -50,7 +50,13 @@ def test_a_head_reads_only_the_features_it_names_in_its_own_order(tmp_path: Path
     y = (rows[:, columns[0]] > 0).astype(int) * 2 + (rows[:, columns[1]] > 0).astype(int)
     classifier = LogisticRegression(max_iter=1000).fit(rows[:, columns], y)
     to_onnx(classifier, len(picked), tmp_path / "model.onnx")
-    spec = {"file": "model.onnx", "features": picked, "mean": [0.0] * 3, "scale": [1.0] * 3}
+    spec = {
+        "file": "model.onnx",
+        "features": picked,
+        "mean": [0.0] * 3,
+        "scale": [1.0] * 3,
+        "decision": "marginals",
+    }
     (tmp_path / "model.json").write_text(json.dumps({"version": "t", "models": {"audio": spec}}))
 
     probabilities = np.array([p.probabilities for p in MoodModel(tmp_path).predict(rows[:5])])
@@ -59,4 +65,10 @@ def test_a_head_reads_only_the_features_it_names_in_its_own_order(tmp_path: Path
     spec["features"] = [*picked[:2], "a_feature_nobody_computes"]
     (tmp_path / "model.json").write_text(json.dumps({"version": "t", "models": {"audio": spec}}))
     with pytest.raises(ModelMissing, match="a_feature_nobody_computes"):
+        MoodModel(tmp_path)
+
+    # A model whose label is not the quadrant of its (valence, arousal) point is not loaded.
+    spec["features"], spec["decision"] = picked, "argmax"
+    (tmp_path / "model.json").write_text(json.dumps({"version": "t", "models": {"audio": spec}}))
+    with pytest.raises(ModelMissing, match="marginals"):
         MoodModel(tmp_path)

@@ -258,12 +258,20 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(
         assert client.post("/download", json={"notes": [[440.0]], "speed": 2.0}).status_code == 200
 
 
+def test_json_saved_with_a_byte_order_mark_is_read(live_stack: Stack) -> None:
+    body = b"\xef\xbb\xbf" + json.dumps({"notes": [[440.0, 550.0]], "speed": 2.0}).encode()
+    with live_stack.client() as client:
+        response = client.post("/download", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+        assert response.content[:4] == b"RIFF"
+
+
 def test_a_million_notes_is_refused_without_harm(live_stack: Stack) -> None:
     note = b'{"pitch":60,"start_beats":0,"duration_beats":1},'
     body = b'{"tracks":[{"notes":[' + note * 1_000_000 + note[:-1] + b"]}]}"
     with live_stack.client() as client:
         response = client.post("/jobs", content=body, headers={"content-type": "application/json"})
-        assert response.status_code == 413
+        assert response.status_code == 413 and "20 MiB" in response.json()["detail"], response.text
         notes = [{"pitch": 60, "start_beats": i / 100, "duration_beats": 0.01} for i in range(20_001)]
         response = client.post("/jobs", json={"tracks": [{"notes": notes}]})
         assert response.status_code == 400 and "at most 20000" in response.json()["detail"]
@@ -280,6 +288,8 @@ def test_unknown_job_is_404(live_stack: Stack) -> None:
 def test_health_reports_every_component(stack: Stack) -> None:
     with stack.client() as client:
         health = client.get("/healthz").json()
+        probe = client.head("/healthz")  # as load balancers ask
+        assert probe.status_code == 200 and probe.content == b""
     for name in ("nats", "database", "blob_store", "cache", "tuneforge-converter", "tuneforge-exporter"):
         assert health["checks"][name]["ok"] is True, health
 

@@ -9,12 +9,13 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis.asyncio
 
 from tests.conftest import AZURITE_KEY, POSTGRES_URL, REDIS_URL
 from tuneforge.contracts.jobs import BlobRef, Done, ErrorInfo, Failed, JobResult, Progress
-from tuneforge.storage.blobs import BlobNotFound, BlobStore, LocalBlobStore, open_blob_store
+from tuneforge.storage.blobs import BlobMismatch, BlobNotFound, BlobStore, LocalBlobStore, open_blob_store
 from tuneforge.storage.cache import ResultCache
 from tuneforge.storage.database import JobDatabase
 
@@ -75,6 +76,20 @@ async def test_references_outside_the_store_are_refused(blobs: BlobStore) -> Non
     for outsider in outsiders:
         with pytest.raises(BlobNotFound):
             await blobs.read_bytes(outsider)
+
+
+async def test_a_reference_must_name_the_content_it_points_at(blobs: BlobStore, tmp_path: Path) -> None:
+    ref = await blobs.put_bytes(b"the real content", "x", "bin", "application/octet-stream")
+    liars = [
+        msgspec.structs.replace(ref, sha256=hashlib.sha256(b"other content").hexdigest()),
+        msgspec.structs.replace(ref, size_bytes=ref.size_bytes + 1),
+    ]
+    for liar in liars:
+        with pytest.raises(BlobMismatch, match="does not match its reference"):
+            await blobs.read_bytes(liar)
+        with pytest.raises(BlobMismatch, match="does not match its reference"):
+            await blobs.download_to(liar, tmp_path / "copy.bin")
+    assert issubclass(BlobMismatch, BlobNotFound)  # every reader already answers BlobNotFound as bad input
 
 
 async def test_blob_store_health(blobs: BlobStore) -> None:

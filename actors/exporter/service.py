@@ -36,7 +36,7 @@ from tuneforge.contracts.jobs import (
     jobs_subject,
 )
 from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES
-from tuneforge.contracts.midi import MidiError, inspect_midi
+from tuneforge.contracts.midi import MidiError, inspect_midi, playable_midi
 from tuneforge.settings import Settings
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
 
@@ -65,7 +65,7 @@ class Exporter:
         self, request: ExportRequest, on_progress: Callable[[float], None] | None = None
     ) -> ExportReply:
         try:
-            midi = await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES)
+            midi = playable_midi(await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES))
             expected_seconds = inspect_midi(midi, MAX_DURATION_SECONDS)
         except (BlobNotFound, MidiError, ValueError) as error:
             raise BadInput(str(error)) from None

@@ -35,15 +35,32 @@ def _num(value: float, digits: int) -> float:
     return round(float(value), digits)
 
 
-def _no_mood() -> Prediction:
-    """Silence has no mood: even odds, valence and arousal 0 (the label: calm, the quietest)."""
-    return Prediction(np.full(4, 0.25), LABELS.index("calm"))
+# Silence has no mood: even odds, valence and arousal 0, confidence 0 (the label: calm, the quietest).
+NO_MOOD = Prediction(np.full(4, 0.25), LABELS.index("calm"))
 
 
-def _confidence(prediction: Prediction, seconds: float, sounding_fraction: float) -> float:
+def _confidence(prediction: Prediction, seconds: float, audible_fraction: float) -> float:
+    """The probability of the label's quadrant, scaled down for short and for mostly silent audio."""
+    if prediction is NO_MOOD:
+        return 0.0
     length_factor = min(1.0, math.sqrt(max(seconds, 0.0) / FULL_CONFIDENCE_SECONDS))
-    sound_factor = min(1.0, sounding_fraction / 0.25)
-    return _num(float(prediction.probabilities.max()) * length_factor * sound_factor, 4)
+    sound_factor = min(1.0, audible_fraction / 0.25)
+    winning = float(prediction.probabilities[prediction.quadrant_index])
+    return _num(winning * length_factor * sound_factor, 4)
+
+
+def _coordinates(prediction: Prediction) -> tuple[float, float]:
+    """Valence and arousal, rounded without crossing an axis: they stay in the label's quadrant."""
+
+    def rounded(value: float, negative_side: bool) -> float:
+        r = round(value, 4)
+        return -0.0001 if negative_side and r >= 0 else r
+
+    negative_valence = prediction.label in ("tense", "sad")
+    negative_arousal = prediction.label in ("sad", "calm")
+    if np.ptp(prediction.probabilities) == 0:  # even odds (silence): on the axes, no side
+        negative_valence = negative_arousal = False
+    return rounded(prediction.valence, negative_valence), rounded(prediction.arousal, negative_arousal)
 
 
 def _features(audio: F.SpanSummary, midi: F.MidiSummary | None, notes: F.MidiNotes | None) -> MoodFeatures:
@@ -121,7 +138,7 @@ def analyze(
         # Not a frame of sound in the whole file (its loud parts at or below SILENCE_DB, so no gain
         # either): whatever the model makes of a blank feature vector, far out of its training, is
         # not a mood. A quiet passage of a piece with sound keeps its own reading.
-        predictions = [_no_mood()] * len(predictions)
+        predictions = [NO_MOOD] * len(predictions)
     overall = predictions[0]
 
     timeline = [
@@ -130,12 +147,12 @@ def analyze(
             end_seconds=_num(end, 3),
             label=prediction.label,  # type: ignore[arg-type]
             quadrant=prediction.quadrant,  # type: ignore[arg-type]
-            valence=round(prediction.valence, 4),
-            arousal=round(prediction.arousal, 4),
+            valence=_coordinates(prediction)[0],
+            arousal=_coordinates(prediction)[1],
             confidence=_confidence(
                 prediction,
                 min(duration, end + CONTEXT_SECONDS) - max(0.0, start - CONTEXT_SECONDS),
-                summary.sounding_fraction,
+                summary.audible_fraction,
             ),
             probabilities=_probabilities(prediction),
             features=_features(summary, midi_summary, notes),
@@ -147,9 +164,9 @@ def analyze(
     return Mood(
         label=overall.label,  # type: ignore[arg-type]
         quadrant=overall.quadrant,  # type: ignore[arg-type]
-        valence=round(overall.valence, 4),
-        arousal=round(overall.arousal, 4),
-        confidence=_confidence(overall, duration, whole.sounding_fraction),
+        valence=_coordinates(overall)[0],
+        arousal=_coordinates(overall)[1],
+        confidence=_confidence(overall, duration, whole.audible_fraction),
         probabilities=_probabilities(overall),
         features=_features(whole, whole_midi, notes),
         duration_seconds=_num(duration, 3),

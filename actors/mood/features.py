@@ -27,7 +27,6 @@ the notes of a Standard MIDI File when it is known.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ import mido
 import numpy as np
 import soundfile
 import soxr
+
+from tuneforge.contracts.midi import parse_midi
 
 FEATURE_VERSION = 5
 SR = 22050
@@ -56,7 +57,10 @@ CONTRAST_BANDS = 5
 N_MELS = 64
 N_MFCC = 13
 BLOCK_SECONDS = 20.0  # audio read and transformed per block
-SILENCE_DB = -60.0
+SILENCE_DB = -60.0  # frames below it are left out of the features (20 dB under normalised loud parts)
+# Frames above this count as music for the confidence: a pianissimo passage 20–40 dB under the
+# piece's loud parts is soft, not silent (it still has a mood); below it is the noise floor.
+AUDIBLE_DB = -80.0
 # The level of a piece's loud parts after normalisation: about the median of the exporter's piano
 # renders (FluidSynth gain 0.2), where the silence gate and the onset flux's soft floor were tuned.
 REFERENCE_LEVEL_DB = -40.0
@@ -388,7 +392,8 @@ class SpanSummary:
     dynamic_range_db: float
     brightness_hz: float
     onset_rate_per_s: float
-    sounding_fraction: float
+    sounding_fraction: float  # frames above SILENCE_DB
+    audible_fraction: float  # frames above AUDIBLE_DB
 
 
 def span_features(frames: np.ndarray, gain_db: float = 0.0) -> SpanSummary:
@@ -405,6 +410,7 @@ def span_features(frames: np.ndarray, gain_db: float = 0.0) -> SpanSummary:
     rms_db = 20 * np.log10(np.maximum(rms, 1e-6))
     active = rms_db > SILENCE_DB
     sounding = float(active.mean())
+    audible = float((rms_db > AUDIBLE_DB).mean())
     if not active.any():
         active = np.ones_like(active)
     loudness_db = float(10 * np.log10(max(float(np.mean(rms**2)), 1e-12)))
@@ -503,6 +509,7 @@ def span_features(frames: np.ndarray, gain_db: float = 0.0) -> SpanSummary:
         brightness_hz=centroid,
         onset_rate_per_s=onset_rate,
         sounding_fraction=sounding,
+        audible_fraction=audible,
     )
 
 
@@ -524,7 +531,7 @@ class MidiNotes:
 
 def read_midi_notes(data: bytes) -> MidiNotes:
     try:
-        midi = mido.MidiFile(file=io.BytesIO(data))
+        midi = parse_midi(data)
         now = 0.0
         open_notes: dict[tuple[int, int], list[tuple[float, int]]] = {}
         notes: list[tuple[float, float, int, int]] = []

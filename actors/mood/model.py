@@ -7,7 +7,8 @@ known MIDI file). Each is handed every feature `features.py` computes and reads 
 names, in its own order, so a model may use a subset of them.
 
 Valence and arousal are read off the quadrant probabilities:
-valence = P(Q1) + P(Q4) − P(Q2) − P(Q3), arousal = P(Q1) + P(Q2) − P(Q3) − P(Q4), both in [−1, 1].
+valence = P(Q1) + P(Q4) − P(Q2) − P(Q3), arousal = P(Q1) + P(Q2) − P(Q3) − P(Q4), both in [−1, 1],
+and the label is the quadrant of that (valence, arousal) point, so the three always agree.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ class Prediction:
         return QUADRANTS[self.quadrant_index]
 
 
+def quadrant_index(p: np.ndarray) -> int:
+    """The quadrant (0–3 for Q1–Q4) of the (valence, arousal) point of quadrant probabilities `p`."""
+    positive, aroused = bool(p @ VALENCE_SIGN >= 0), bool(p @ AROUSAL_SIGN >= 0)
+    return {(True, True): 0, (False, True): 1, (False, False): 2, (True, False): 3}[(positive, aroused)]
+
+
 class _Head:
     def __init__(self, directory: Path, spec: dict, computed: tuple[str, ...]) -> None:
         options = onnxruntime.SessionOptions()
@@ -79,7 +86,11 @@ class _Head:
         self.output_name = spec.get("probability_output", outputs[-1])
         # Classes as the classifier saw them (indices into QUADRANTS).
         self.class_order: list[int] = list(spec.get("class_order", range(4)))
-        self.decision: str = spec.get("decision", "argmax")
+        if spec.get("decision") != "marginals":
+            raise ModelMissing(
+                f"{spec['file']} decides by {spec.get('decision')!r}: this code labels by the quadrant "
+                "of (valence, arousal) ('marginals'); retrain with python -m tuneforge.actors.mood.train"
+            )
         # Whether it reads audio normalised in level and band (features.audio_frames `normalise`).
         self.normalised: bool = bool(spec.get("normalised", False))
 
@@ -121,17 +132,7 @@ class MoodModel:
         head = self.heads[name]
         rows = np.hstack([audio, np.atleast_2d(midi)]) if name == "audio_midi" and midi is not None else audio
         probabilities = head(rows)
-        return [Prediction(p, self._decide(p, head.decision)) for p in probabilities]
-
-    @staticmethod
-    def _decide(p: np.ndarray, decision: str) -> int:
-        if decision == "marginals":
-            # The quadrant of the (valence, arousal) point: label and coordinates always agree.
-            valence, arousal = p @ VALENCE_SIGN, p @ AROUSAL_SIGN
-            return {(True, True): 0, (False, True): 1, (False, False): 2, (True, False): 3}[
-                (valence >= 0, arousal >= 0)
-            ]
-        return int(np.argmax(p))
+        return [Prediction(p, quadrant_index(p)) for p in probabilities]
 
     def name(self, with_midi: bool) -> str:
         return f"{self._head_name(with_midi)}@{self.version}"

@@ -61,22 +61,24 @@ class MoodAnalyzer:
         self._recent: collections.OrderedDict[str, Mood] = collections.OrderedDict()
 
     async def analyze(self, request: MoodRequest, on_progress: Callable[[float], None] | None = None) -> Mood:
-        key = f"{request.audio.sha256}:{request.midi.sha256 if request.midi else '-'}"
-        if key in self._recent:
-            self._recent.move_to_end(key)
-            return self._recent[key]
+        # The blobs are read (and checked against their sha256) before any remembered result is
+        # used: a reference that names no blob, or other content, gets an error, not a mood.
         try:
             midi = (
                 await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES) if request.midi else None
             )
         except (BlobNotFound, ValueError) as error:
             raise BadInput(str(error)) from None
+        key = f"{request.audio.sha256}:{request.midi.sha256 if request.midi else '-'}"
         suffix = PurePosixPath(urlparse(request.audio.uri).path).suffix[:8] or ".audio"
         async with scratch_file(self.work_dir, suffix) as path:
             try:
                 await self.blobs.download_to(request.audio, path)
             except BlobNotFound as error:
                 raise BadInput(str(error)) from None
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return self._recent[key]
             async with self._slots:
                 try:
                     mood = await asyncio.to_thread(analyze, path, midi, self.model, on_progress)

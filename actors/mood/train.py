@@ -487,15 +487,11 @@ def fit_and_export(
         passing = [n for n in cv_table if cv_table[n]["orders_the_contrast"]]
         if not passing:
             raise SystemExit(f"{head}: no candidate hears the lively contrast piece as the livelier one")
-        best = max(
-            passing,
-            key=lambda n: max(cv_table[n]["quadrant_argmax"][0], cv_table[n]["quadrant_marginals"][0]),
-        )
-        decision = (
-            "marginals"
-            if cv_table[best]["quadrant_marginals"][0] > cv_table[best]["quadrant_argmax"][0]
-            else "argmax"
-        )
+        # The label is the quadrant of the (valence, arousal) point the probabilities give, so the
+        # two never disagree (an argmax could say "happy" with valence below zero); candidates are
+        # compared on that decision.
+        best = max(passing, key=lambda n: cv_table[n]["quadrant_marginals"][0])
+        decision = "marginals"
         model = fitted[best]
         path = out / filename
         to_onnx(model, x.shape[1], path)
@@ -507,12 +503,9 @@ def fit_and_export(
         for subset, rows in (("piano_fluidr3", val & canonical), ("other_instrument", val & ~canonical)):
             p = session.run(["probabilities"], {"features": x[rows]})[0]
             metric = scores(p, y[rows])
-            metric["quadrant"] = metric[f"quadrant_{decision}"]
-            predicted = (
-                p.argmax(axis=1)
-                if decision == "argmax"
-                else quadrant_of(p @ np.array([1.0, -1.0, -1.0, 1.0]), p @ np.array([1.0, 1.0, -1.0, -1.0]))
-            )
+            metric["quadrant"] = metric["quadrant_marginals"]
+            valence, arousal = p @ np.array([1.0, -1.0, -1.0, 1.0]), p @ np.array([1.0, 1.0, -1.0, -1.0])
+            predicted = quadrant_of(valence, arousal)
             val_metrics[subset] = {
                 **{k: round(v, 4) for k, v in metric.items()},
                 "n": int(rows.sum()),
