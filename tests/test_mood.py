@@ -195,6 +195,23 @@ def test_a_soft_passage_is_soft_not_silent(model: MoodModel, tmp_path: Path) -> 
     assert by_start[35.0].confidence < 0.5 * by_start[20.0].confidence  # silence (with 5 s of context)
 
 
+def test_audio_unlike_the_training_music_is_judged_with_less_confidence(
+    renderer: Renderer, model: MoodModel, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(44100 * 20) / 44100
+    soundfile.write(tmp_path / "sine.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 44100)
+    soundfile.write(tmp_path / "noise.wav", 0.1 * rng.standard_normal(len(t)), 44100)
+    piano = analyze(render(renderer, HAPPY, tmp_path / "happy.wav"), None, model)
+
+    def scaled_by(mood: Mood) -> float:  # confidence over the probability of the label's quadrant
+        return mood.confidence / mood.probabilities[mood.label]
+
+    assert scaled_by(piano) > 0.9  # piano music: only its length (9 s) scales it
+    assert scaled_by(analyze(tmp_path / "sine.wav", None, model)) < 0.6  # far outside the training music
+    assert analyze(tmp_path / "noise.wav", None, model).confidence < 0.3  # no quadrant stands out
+
+
 def test_silence_gets_a_result_with_no_confidence(model: MoodModel, tmp_path: Path) -> None:
     soundfile.write(tmp_path / "silence.wav", np.zeros((44100 * 6, 2)), 44100)
     mood = analyze(tmp_path / "silence.wav", None, model)

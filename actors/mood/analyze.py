@@ -3,8 +3,9 @@
 The file is streamed once into frame features (see `features.py`); the whole piece and each
 timeline window are summarised from those frames and run through the ONNX model. Windows
 are `WINDOW_SECONDS` long and each is judged on its own window plus `CONTEXT_SECONDS` either
-side, since a mood needs a few bars to show. Confidence is the winning probability, scaled
-down for clips shorter than `FULL_CONFIDENCE_SECONDS` and for audio that is mostly silence.
+side, since a mood needs a few bars to show. Confidence is the probability of the label's
+quadrant, scaled down for clips shorter than `FULL_CONFIDENCE_SECONDS`, for audio that is
+mostly silence, and for features far outside the training data's (the model's `typicality`).
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ NO_MOOD = Prediction(np.full(4, 0.25), LABELS.index("calm"))
 
 
 def _confidence(prediction: Prediction, seconds: float, audible_fraction: float) -> float:
-    """The probability of the label's quadrant, scaled down for short and for mostly silent audio."""
+    """The probability of the label's quadrant, scaled down for short and for mostly silent audio
+    and for audio whose features lie outside the training data's."""
     if prediction is NO_MOOD:
         return 0.0
     length_factor = min(1.0, math.sqrt(max(seconds, 0.0) / FULL_CONFIDENCE_SECONDS))
     sound_factor = min(1.0, audible_fraction / 0.25)
     winning = float(prediction.probabilities[prediction.quadrant_index])
-    return _num(winning * length_factor * sound_factor, 4)
+    return _num(winning * length_factor * sound_factor * prediction.typicality, 4)
 
 
 def _coordinates(prediction: Prediction) -> tuple[float, float]:

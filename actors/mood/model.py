@@ -42,6 +42,9 @@ class ModelMissing(RuntimeError):
 class Prediction:
     probabilities: np.ndarray  # P(Q1..Q4), sums to 1
     quadrant_index: int
+    # 1 for features like the training data's; less the further outside it they lie, where the
+    # probabilities are an extrapolation (a test tone, noise, music unlike EMOPIA's piano).
+    typicality: float = 1.0
 
     @property
     def valence(self) -> float:
@@ -93,16 +96,23 @@ class _Head:
             )
         # Whether it reads audio normalised in level and band (features.audio_frames `normalise`).
         self.normalised: bool = bool(spec.get("normalised", False))
+        self.typical_rms_z: float | None = spec.get("typical_rms_z")
 
-    def __call__(self, rows: np.ndarray) -> np.ndarray:
-        """Quadrant probabilities for rows of every computed feature (the head picks its own)."""
+    def __call__(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quadrant probabilities and typicality for rows of every computed feature (the head picks
+        its own). Typicality: the training data's 99th-percentile RMS z-score over the row's, at most 1."""
         picked = np.asarray(rows, dtype=np.float32)[:, self.columns]
         x = ((picked - self.mean) / self.scale).astype(np.float32)
         (raw,) = self.session.run([self.output_name], {self.input_name: x})
         probabilities = np.zeros((len(x), 4))
         probabilities[:, self.class_order] = np.asarray(raw, dtype=np.float64)
         probabilities = np.clip(probabilities, 0.0, None)
-        return probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-12)
+        probabilities /= np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-12)
+        typicality = np.ones(len(x))
+        if self.typical_rms_z:
+            rms_z = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=1))
+            typicality = np.minimum(1.0, self.typical_rms_z / np.maximum(rms_z, 1e-9))
+        return probabilities, typicality
 
 
 class MoodModel:
@@ -131,8 +141,10 @@ class MoodModel:
         name = self._head_name(midi is not None)
         head = self.heads[name]
         rows = np.hstack([audio, np.atleast_2d(midi)]) if name == "audio_midi" and midi is not None else audio
-        probabilities = head(rows)
-        return [Prediction(p, quadrant_index(p)) for p in probabilities]
+        probabilities, typicality = head(rows)
+        return [
+            Prediction(p, quadrant_index(p), float(t)) for p, t in zip(probabilities, typicality, strict=True)
+        ]
 
     def name(self, with_midi: bool) -> str:
         return f"{self._head_name(with_midi)}@{self.version}"

@@ -531,6 +531,9 @@ def fit_and_export(
             "probability_output": "probabilities",
             "onnx_bytes": path.stat().st_size,
             "onnx_vs_sklearn_max_abs_diff": max_diff,
+            # How far from the training data a feature vector may lie before confidence is scaled
+            # down: the 99th percentile, over `train`, of each row's root-mean-square z-score.
+            "typical_rms_z": round(float(np.percentile(np.sqrt(np.mean(x[train] ** 2, axis=1)), 99)), 4),
             "cv_train": cv_table,
             "val": val_metrics,
         }
@@ -548,7 +551,10 @@ def model_version(meta: dict, out: Path, seed: int) -> str:
     digest = hashlib.sha256()
     for head, spec in sorted(meta["models"].items()):
         digest.update((out / spec["file"]).read_bytes())
-        used = {k: spec[k] for k in ("features", "mean", "scale", "class_order", "decision", "normalised")}
+        used = {
+            k: spec.get(k)
+            for k in ("features", "mean", "scale", "class_order", "decision", "normalised", "typical_rms_z")
+        }
         digest.update(json.dumps([head, used], sort_keys=True).encode())
     return f"emopia-v{F.FEATURE_VERSION}-seed{seed}-{digest.hexdigest()[:10]}"
 
