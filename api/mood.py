@@ -12,8 +12,8 @@ informs the result): the mood actor advertises its model in `$SRV.INFO` metadata
 
 from __future__ import annotations
 
-import hashlib
-import io
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,10 +22,17 @@ from litestar import Request, get, post
 from litestar.exceptions import ClientException, HTTPException
 
 from tuneforge.api.backend import Backend, RemoteError, RenderInput, ServiceTimeout, ServiceUnavailable
-from tuneforge.api.inputs import MIDI_TYPES, midi_input, read_render_input, read_upload
+from tuneforge.api.inputs import (
+    MIDI_TYPES,
+    PayloadTooLarge,
+    body_limit,
+    midi_input,
+    read_render_input,
+    received_file,
+)
 from tuneforge.api.jobs import DOWNLOAD_TIMEOUT_S, finished_job, http_error
 from tuneforge.contracts.jobs import BlobRef, RenderOptions
-from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
+from tuneforge.contracts.limits import MAX_AUDIO_SECONDS, MAX_AUDIO_UPLOAD_BYTES, MAX_MIDI_BYTES
 from tuneforge.contracts.midi import is_midi
 from tuneforge.contracts.mood import Mood, MoodRequest
 from tuneforge.contracts.music import looks_like_json
@@ -46,21 +53,27 @@ class UnsupportedMediaType(HTTPException):
     status_code = 415
 
 
-def audio_container(data: bytes) -> tuple[str, str]:
-    """(extension, content type) of audio bytes soundfile can decode; a clear 4xx otherwise."""
+def audio_container(path: Path) -> tuple[str, str]:
+    """(extension, content type) of an audio file soundfile can decode; a clear 4xx otherwise."""
     try:
-        with soundfile.SoundFile(io.BytesIO(data)) as f:
+        with soundfile.SoundFile(str(path)) as f:
             container = f.format
             if f.samplerate <= 0 or f.channels <= 0:
                 raise ClientException("the audio file has no samples")
+            seconds = f.frames / f.samplerate
             f.read(min(f.samplerate, 1 << 16), dtype="float32")  # decode a little: catches corrupt data
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        reason = getattr(error, "error_string", None) or str(error)  # libsndfile's words, not our buffer
+        reason = getattr(error, "error_string", None) or str(error)  # libsndfile's words, not our paths
         raise ClientException(
             f"not a readable audio file (send WAV, FLAC, OGG or MP3, or a MIDI file): {reason}"
         ) from None
     if container not in AUDIO_CONTAINERS:
         raise UnsupportedMediaType(f"{container} audio is not accepted: send WAV, FLAC, OGG or MP3")
+    if seconds > MAX_AUDIO_SECONDS:
+        raise ClientException(
+            f"the audio lasts {seconds:.0f} s: at most {MAX_AUDIO_SECONDS:.0f} s "
+            f"({MAX_AUDIO_SECONDS / 60:.0f} minutes) is analysed"
+        )
     return AUDIO_CONTAINERS[container]
 
 
@@ -112,26 +125,36 @@ async def get_mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
     return await mood_of_render(backend, await read_render_input(request))
 
 
-@post("/mood", status_code=200, summary="The mood of an uploaded audio file (or MIDI file)")
+@post(
+    "/mood",
+    status_code=200,
+    summary="The mood of an uploaded audio file (or MIDI file)",
+    request_max_body_size=body_limit(MAX_AUDIO_UPLOAD_BYTES),
+)
 async def mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
     """WAV, FLAC, OGG or MP3 (raw body with its content type, or multipart field `file`) → `Mood`.
 
-    A Standard MIDI File is rendered first and analysed with its MIDI features too.
+    A Standard MIDI File is rendered first and analysed with its MIDI features too. A raw body is
+    streamed to disk as it arrives, so a long WAV does not sit in memory.
     """
-    data, content_type, _ = await read_upload(request, MAX_UPLOAD_BYTES)
-    if content_type in MIDI_TYPES or is_midi(data):
-        return await mood_of_render(backend, midi_input(data, RenderOptions(analyze_mood=True)))
-    if content_type in ("application/json", "text/plain") or looks_like_json(data):
-        raise UnsupportedMediaType(
-            "POST /mood takes an audio or MIDI file; send Grid or Score JSON to /get_mood"
-        )
-    extension, audio_type = audio_container(data)
-    # Looked up before the upload is stored: a repeated upload costs no blob write.
-    key = await mood_cache_key(backend, hashlib.sha256(data).hexdigest())
-    cached = await backend.cache.get("mood", key, Mood)
-    if cached is not None:
-        return cached
-    ref = await backend.blobs.put_bytes(data, "uploads", extension, audio_type)
+    work_dir = backend.settings.data_dir / "work" / "api"
+    async with received_file(request, MAX_AUDIO_UPLOAD_BYTES, work_dir) as upload:
+        if upload.content_type in MIDI_TYPES or is_midi(upload.head):
+            if upload.size_bytes > MAX_MIDI_BYTES:
+                raise PayloadTooLarge(f"MIDI files are limited to {MAX_MIDI_BYTES} bytes")
+            midi = await asyncio.to_thread(upload.path.read_bytes)
+            return await mood_of_render(backend, midi_input(midi, RenderOptions(analyze_mood=True)))
+        if upload.content_type in ("application/json", "text/plain") or looks_like_json(upload.head):
+            raise UnsupportedMediaType(
+                "POST /mood takes an audio or MIDI file; send Grid or Score JSON to /get_mood"
+            )
+        extension, audio_type = await asyncio.to_thread(audio_container, upload.path)
+        # Looked up before the upload is stored: a repeated upload costs no blob write.
+        key = await mood_cache_key(backend, upload.sha256)
+        cached = await backend.cache.get("mood", key, Mood)
+        if cached is not None:
+            return cached
+        ref = await backend.blobs.put_file(upload.path, "uploads", extension, audio_type)
     return await analyse_and_cache(backend, key, ref)
 
 

@@ -8,6 +8,7 @@ import json
 import struct
 import uuid
 
+import msgspec
 import nats
 import numpy as np
 import pytest
@@ -70,6 +71,20 @@ def test_uploaded_audio_gets_its_mood(live_stack: Stack, fmt: str, content_type:
         again = client.post("/mood", files={"file": (f"x.{fmt.lower()}", data, content_type)})
         assert again.status_code == 200, again.text
         assert again.json() == body
+
+
+def test_a_long_wav_upload_streams_in_and_gets_its_timeline(live_stack: Stack) -> None:
+    # 2.5 minutes of 44.1 kHz 16-bit stereo: 26 MB, more than a JSON body may be, well inside 200 MiB.
+    wav = encoded("WAV", 150.0)
+    assert len(wav) > 25 * 1024 * 1024
+    with live_stack.client(timeout=120) as client:
+        chunks = (wav[i : i + (1 << 20)] for i in range(0, len(wav), 1 << 20))  # chunked, as curl -T sends
+        response = client.post("/mood", content=chunks, headers={"content-type": "audio/wav"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert_mood(body)
+    assert body["duration_seconds"] == pytest.approx(150.0, abs=0.1)
+    assert len(body["timeline"]) == 30
 
 
 def test_uploaded_midi_is_rendered_and_analysed_with_its_notes(live_stack: Stack) -> None:
@@ -165,10 +180,25 @@ def test_non_audio_and_corrupt_uploads_get_a_clear_4xx(live_stack: Stack) -> Non
             assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
             assert response.json()["detail"], name
             assert "object at 0x" not in response.json()["detail"], name  # words, not our internals
+        # Over the audio limit: sent in chunks (no content-length), refused once 200 MiB have arrived.
         too_big = client.post(
-            "/mood", content=b"RIFF" + bytes(21 * 1024 * 1024), headers={"content-type": "audio/wav"}
+            "/mood",
+            content=(b"RIFF" if i == 0 else bytes(1024 * 1024) for i in range(202)),
+            headers={"content-type": "audio/wav"},
         )
-        assert too_big.status_code == 413 and "20 MiB" in too_big.json()["detail"], too_big.text
+        assert too_big.status_code == 413 and "200 MiB" in too_big.json()["detail"], too_big.text
+        # A MIDI file over its own limit, inside the audio one.
+        big_midi = client.post(
+            "/mood", content=b"MThd" + bytes(5 * 1024 * 1024), headers={"content-type": "audio/midi"}
+        )
+        assert big_midi.status_code == 413 and str(4 * 1024 * 1024) in big_midi.json()["detail"], (
+            big_midi.text
+        )
+        # Longer than an hour (a FLAC of silence is small): refused before anything is stored.
+        hour = io.BytesIO()
+        soundfile.write(hour, np.zeros(8000 * 3605, dtype=np.int16), 8000, format="FLAC")
+        too_long = client.post("/mood", content=hour.getvalue(), headers={"content-type": "audio/flac"})
+        assert too_long.status_code == 400 and "at most 3600 s" in too_long.json()["detail"], too_long.text
         # The service is still fine.
         assert (
             client.post(
@@ -184,6 +214,9 @@ async def test_nats_endpoint_takes_plain_json_and_reports_errors(live_stack: Sta
     store = open_blob_store("", live_stack.data_dir)
     ref = await store.put_bytes(encoded("WAV", 3.0), "uploads", "wav", "audio/wav")
     text = await store.put_bytes(b"not audio at all" * 64, "uploads", "wav", "audio/wav")
+    hour = io.BytesIO()
+    soundfile.write(hour, np.zeros(8000 * 3605, dtype=np.int16), 8000, format="FLAC")
+    over_an_hour = await store.put_bytes(hour.getvalue(), "uploads", "flac", "audio/flac")
     nc = await nats.connect(live_stack.nats_url)
     try:
         body = json.dumps({"audio": {"uri": ref.uri, "sha256": ref.sha256, "size_bytes": ref.size_bytes}})
@@ -196,6 +229,7 @@ async def test_nats_endpoint_takes_plain_json_and_reports_errors(live_stack: Sta
             json.dumps(
                 {"audio": {"uri": text.uri, "sha256": text.sha256, "size_bytes": text.size_bytes}}
             ).encode(),
+            msgspec.json.encode({"audio": over_an_hour}),  # longer than MAX_AUDIO_SECONDS
             # the analysed audio's hash at another blob's address: no remembered mood for it
             json.dumps(
                 {"audio": {"uri": text.uri, "sha256": ref.sha256, "size_bytes": ref.size_bytes}}

@@ -23,6 +23,7 @@ import numpy as np
 
 from tuneforge.actors.mood import features as F
 from tuneforge.actors.mood.model import LABELS, MoodModel, Prediction, load_model
+from tuneforge.contracts.limits import MAX_AUDIO_SECONDS
 from tuneforge.contracts.mood import Mood, MoodFeatures, MoodWindow
 
 WINDOW_SECONDS = 5.0
@@ -104,6 +105,11 @@ def analyze(
         if on_progress is not None:
             on_progress(percent * 0.9)
 
+    announced_seconds = F.probe(audio_path).duration_seconds
+    if announced_seconds > MAX_AUDIO_SECONDS:
+        raise AudioError(
+            f"the audio lasts {announced_seconds:.0f} s: at most {MAX_AUDIO_SECONDS:.0f} s is analysed"
+        )
     piece = F.audio_frames(audio_path, frames_progress, model.normalised(notes is not None))
     duration = piece.info.duration_seconds
     if duration <= 0 or piece.n_frames == 0:
