@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 from litestar import Request, Response
@@ -67,6 +67,11 @@ class ReceivedFile(msgspec.Struct, frozen=True):
     head: bytes  # the first bytes, to tell MIDI, JSON and audio apart
 
 
+def _append(out: BinaryIO, digest: Any, chunk: bytes) -> None:
+    digest.update(chunk)
+    out.write(chunk)
+
+
 def _new_scratch_file(work_dir: Path) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(suffix=".upload", dir=work_dir)
@@ -102,9 +107,8 @@ async def received_file(
                         f"the upload is larger than the {max_bytes} bytes "
                         f"({max_bytes // (1024 * 1024)} MiB) allowed"
                     )
-                digest.update(chunk)
                 head += chunk[: max(0, 64 - len(head))]
-                await asyncio.to_thread(out.write, chunk)
+                await asyncio.to_thread(_append, out, digest, chunk)  # a form's file arrives as one chunk
         if size == 0:
             raise ClientException(
                 "the upload is empty: send the file as the body or as multipart field 'file'"
