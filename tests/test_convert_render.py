@@ -203,3 +203,23 @@ def test_midi_files_as_found_in_the_wild_are_read_and_played(
     mono = stereo.mean(axis=1)
     assert np.abs(mono).max() > 0.005 and sounding_seconds(mono, rate) >= 0.9
     assert dominant_frequency_hz(mono, rate) == pytest.approx(440, rel=0.03)
+
+
+def test_notes_left_on_at_the_end_are_released_not_left_ringing(renderer: Renderer, tmp_path: Path) -> None:
+    # Church organ (program 19) sustains for as long as a key is held: here one note never gets its
+    # note-off and the sustain pedal is never lifted; the file ends 2 s in.
+    held = (
+        b"\x00\xc0\x13"  # program change: church organ
+        + b"\x00\xb0\x40\x7f"  # sustain pedal down
+        + b"\x00\x90\x45\x60"  # A4 on, never off
+        + b"\x8f\x00\xff\x2f\x00"  # 1920 ticks (2 s at 120 bpm) later: end of track
+    )
+    data = smf(held)
+    seconds = inspect_midi(data, 600)
+    assert seconds == pytest.approx(2.0)
+    renderer.render(data, tmp_path / "held.wav", "wav", 22050, "fluidr3_gm", seconds)
+    stereo, rate = soundfile.read(tmp_path / "held.wav")
+    mono = stereo.mean(axis=1)
+    assert np.abs(mono[: int(seconds * rate)]).max() > 0.005  # the note sounds while the music lasts
+    assert len(mono) / rate < seconds + 5.0  # its release, not the 15-s safety cap
+    assert sounding_seconds(mono, rate) < seconds + 1.5

@@ -25,7 +25,7 @@ from tuneforge.contracts.jobs import AudioFormat
 
 SOUNDFONT_FILES = {"fluidr3_gm": "FluidR3_GM.sf2", "timgm6mb": "TimGM6mb.sf2"}
 BLOCK_FRAMES = 4096
-MAX_TAIL_SECONDS = 15.0  # a held sustain pedal must not keep the renderer going forever
+MAX_TAIL_SECONDS = 15.0  # after the music's end, a tail never runs longer than this
 FLUID_PLAYER_PLAYING = 1
 FLUID_OK = 0
 
@@ -62,6 +62,23 @@ _lib.fluid_synth_write_float.argtypes = [
 _lib.fluid_synth_write_float.restype = ctypes.c_int
 _lib.fluid_synth_system_reset.argtypes = [ctypes.c_void_p]
 _lib.fluid_synth_system_reset.restype = ctypes.c_int
+_lib.fluid_synth_cc.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+_lib.fluid_synth_cc.restype = ctypes.c_int
+_lib.fluid_synth_all_notes_off.argtypes = [ctypes.c_void_p, ctypes.c_int]
+_lib.fluid_synth_all_notes_off.restype = ctypes.c_int
+_lib.fluid_synth_count_midi_channels.argtypes = [ctypes.c_void_p]
+_lib.fluid_synth_count_midi_channels.restype = ctypes.c_int
+SUSTAIN_CC, SOSTENUTO_CC = 64, 66
+
+
+def _release_everything(synth_ptr: int) -> None:
+    """The end of the music: lift the pedals and release every note still held, so what sounds
+    dies away with its own release instead of ringing on (a note whose note-off never came, two
+    parts' unisons on one channel, a pedal never lifted)."""
+    for channel in range(_lib.fluid_synth_count_midi_channels(synth_ptr)):
+        _lib.fluid_synth_cc(synth_ptr, channel, SUSTAIN_CC, 0)
+        _lib.fluid_synth_cc(synth_ptr, channel, SOSTENUTO_CC, 0)
+        _lib.fluid_synth_all_notes_off(synth_ptr, channel)
 
 
 class RenderError(RuntimeError):
@@ -172,9 +189,13 @@ class Renderer:
                 with soundfile.SoundFile(
                     out_path, "w", samplerate=sample_rate_hz, channels=2, format=container, subtype=subtype
                 ) as out:
+                    released = False
                     while _lib.fluid_player_get_status(player) == FLUID_PLAYER_PLAYING:
                         if frames >= max_frames:
                             break
+                        if not released and frames >= expected_frames:
+                            _release_everything(synth_ptr)
+                            released = True
                         # Interleaved stereo into one buffer: left at even, right at odd offsets.
                         if (
                             _lib.fluid_synth_write_float(
