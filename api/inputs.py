@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from tuneforge.contracts.music import MusicError, decode_json_object, decode_mus
 
 MIDI_TYPES = {"audio/midi", "audio/x-midi", "audio/mid", "application/x-midi", "audio/sp-midi"}
 OPTION_FIELDS = {"format", "sample_rate_hz", "soundfont", "analyze_mood"}
+TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 class PayloadTooLarge(HTTPException):
@@ -128,13 +130,20 @@ def _options(raw: dict[str, Any], defaults: dict[str, Any]) -> RenderOptions:
     merged = {**defaults, **raw}
     rate = merged.get("sample_rate_hz")
     if isinstance(rate, str):  # from a query string or a form
-        if not rate.isdigit():
+        try:
+            hz = float(rate)
+        except ValueError:
+            hz = math.nan
+        if not hz.is_integer():
             raise ClientException(
-                f"invalid render options: sample_rate_hz must be a number (Hz), not {rate!r}"
+                f"invalid render options: sample_rate_hz must be a whole number of Hz, not {rate!r}"
             )
-        merged["sample_rate_hz"] = int(rate)
-    if isinstance(merged.get("analyze_mood"), str):
-        merged["analyze_mood"] = merged["analyze_mood"].lower() in ("1", "true", "yes", "on")
+        merged["sample_rate_hz"] = int(hz)
+    flag = merged.get("analyze_mood")
+    if isinstance(flag, str):
+        if flag.lower() not in TRUE_WORDS | FALSE_WORDS:
+            raise ClientException(f"invalid render options: analyze_mood must be true or false, not {flag!r}")
+        merged["analyze_mood"] = flag.lower() in TRUE_WORDS
     try:
         return msgspec.convert(merged, RenderOptions)
     except msgspec.ValidationError as error:

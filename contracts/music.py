@@ -50,7 +50,7 @@ class Track(Struct, frozen=True):
     notes: list[Note]
     instrument: int | str = 0
     drums: bool = False
-    name: str | None = None
+    name: Annotated[str, Meta(max_length=200)] | None = None  # any language: written as UTF-8
 
     def __post_init__(self) -> None:
         program_number(self.instrument)
@@ -181,6 +181,8 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
 def decode_music(body: bytes | dict[str, Any]) -> Score:
     """Decode a JSON `Score` or `Grid` (told apart by `tracks` vs `notes`) into a `Score`."""
     raw = decode_json_object(body) if isinstance(body, bytes | bytearray) else body
+    if "tracks" in raw and "notes" in raw:
+        raise MusicError("a body is a Score (with 'tracks') or a Grid (with 'notes'), not both")
     try:
         if "tracks" in raw:
             return msgspec.convert(raw, Score)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import subprocess
 import tracemalloc
@@ -17,7 +18,7 @@ from tests.audio import dominant_frequency_hz, sounding_seconds
 from tuneforge.actors.converter.convert import score_to_midi
 from tuneforge.actors.exporter.render import Renderer
 from tuneforge.contracts.midi import MidiError, inspect_midi, playable_midi
-from tuneforge.contracts.music import Note, Score, Track, decode_music
+from tuneforge.contracts.music import MusicError, Note, Score, Track, decode_music
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +224,17 @@ def test_notes_left_on_at_the_end_are_released_not_left_ringing(renderer: Render
     assert np.abs(mono[: int(seconds * rate)]).max() > 0.005  # the note sounds while the music lasts
     assert len(mono) / rate < seconds + 5.0  # its release, not the 15-s safety cap
     assert sounding_seconds(mono, rate) < seconds + 1.5
+
+
+@pytest.mark.parametrize("name", ["Bass’s part", "ピアノ", "Violin — I", "🎻", "Sopran ü"])
+def test_track_names_in_any_language_are_written_as_utf8(name: str) -> None:
+    score = Score(tracks=[Track(notes=[Note(pitch=60, start_beats=0, duration_beats=1)], name=name)])
+    midi = mido.MidiFile(file=io.BytesIO(score_to_midi(score)))
+    written = next(m.name for m in midi.tracks[-1] if m.type == "track_name")
+    assert written.encode("latin-1").decode("utf-8") == name  # mido reads bytes as Latin-1
+
+
+def test_an_overlong_track_name_is_refused() -> None:
+    body = {"tracks": [{"name": "x" * 201, "notes": [{"pitch": 60, "start_beats": 0, "duration_beats": 1}]}]}
+    with pytest.raises(MusicError, match="200"):
+        decode_music(json.dumps(body).encode())

@@ -81,7 +81,7 @@ def test_committed_model_loads_and_answers(model: MoodModel) -> None:
             assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
             assert -1 <= prediction.valence <= 1 and -1 <= prediction.arousal <= 1
             # the label is the quadrant of the (valence, arousal) point, for either head
-            assert sides[prediction.label] == (prediction.valence >= 0, prediction.arousal >= 0)
+            assert sides[prediction.label] == (prediction.valence >= 0, prediction.arousal > 0)
 
 
 def test_fast_loud_major_is_happier_and_livelier_than_slow_soft_minor(
@@ -210,6 +210,26 @@ def test_audio_unlike_the_training_music_is_judged_with_less_confidence(
     assert scaled_by(piano) > 0.9  # piano music: only its length (9 s) scales it
     assert scaled_by(analyze(tmp_path / "sine.wav", None, model)) < 0.6  # far outside the training music
     assert analyze(tmp_path / "noise.wav", None, model).confidence < 0.3  # no quadrant stands out
+
+
+def test_a_rest_in_the_music_has_no_mood_and_each_window_reports_itself(
+    model: MoodModel, tmp_path: Path
+) -> None:
+    # 10 s of chords, 10 s of digital silence, 10 s of the chords 20 dB softer.
+    music = tone(10.0, 44100)
+    soundfile.write(tmp_path / "rest.wav", np.concatenate([music, np.zeros(44100 * 10), music * 0.1]), 44100)
+    mood = analyze(tmp_path / "rest.wav", None, model)
+    by_start = {w.start_seconds: w for w in mood.timeline}
+    for rest in (by_start[10.0], by_start[15.0]):  # judged with sound on one side, silent themselves
+        assert rest.confidence == 0.0 and (rest.valence, rest.arousal) == (0.0, 0.0)
+        assert rest.probabilities == pytest.approx(dict.fromkeys(MOOD_LABELS, 0.25), abs=1e-3)
+        assert rest.features.loudness_db < by_start[0.0].features.loudness_db - 30  # its own level
+    for sounding in (by_start[0.0], by_start[5.0], by_start[20.0], by_start[25.0]):
+        assert sounding.confidence > 0
+    # Each window's features are its own: the soft part reads about 20 dB under the loud one.
+    assert by_start[0.0].features.loudness_db - by_start[25.0].features.loudness_db == pytest.approx(
+        20, abs=2
+    )
 
 
 def test_silence_gets_a_result_with_no_confidence(model: MoodModel, tmp_path: Path) -> None:

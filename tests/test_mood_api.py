@@ -30,13 +30,13 @@ def encoded(fmt: str, seconds: float = 6.0, rate: int = 44100) -> bytes:
     return out.getvalue()
 
 
-# The quadrant each label names: (valence ≥ 0, arousal ≥ 0).
+# The quadrant each label names: (valence ≥ 0, arousal > 0); the origin (silence) is calm.
 LABEL_SIDES = {"happy": (True, True), "tense": (False, True), "sad": (False, False), "calm": (True, False)}
 
 
 def assert_in_its_quadrant(mood: dict) -> None:
     """The label, the quadrant and the (valence, arousal) point say the same thing."""
-    assert (mood["valence"] >= 0, mood["arousal"] >= 0) == LABEL_SIDES[mood["label"]], mood
+    assert (mood["valence"] >= 0, mood["arousal"] > 0) == LABEL_SIDES[mood["label"]], mood
     assert mood["quadrant"] == f"Q{list(LABEL_SIDES).index(mood['label']) + 1}", mood
 
 

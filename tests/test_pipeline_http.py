@@ -3,6 +3,7 @@ PostgreSQL + Azurite + Redis): notes → MIDI → audio through the NATS actors.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
@@ -10,6 +11,7 @@ import uuid
 import httpx
 import mido
 import pytest
+import soundfile
 
 from tests.audio import dominant_frequency_hz, read_audio, sounding_seconds
 from tests.conftest import Stack
@@ -203,6 +205,9 @@ def test_repeat_request_is_answered_from_the_cache(stack: Stack) -> None:
         assert third["status"] == "queued" and wait_done(client, third["id"])["from_cache"] is False
 
 
+NOTE = {"pitch": 60, "start_beats": 0, "duration_beats": 1}
+
+
 @pytest.mark.parametrize(
     ("body", "headers", "status", "words"),
     [
@@ -244,6 +249,29 @@ def test_repeat_request_is_answered_from_the_cache(stack: Stack) -> None:
         (b"", {"content-type": "application/json"}, 400, "no body"),
         (b'{"tracks": [{"notes": []}]}', {}, 400, "the score has no notes"),
         (b'{"notes": ' + b"[" * 5000 + b"]" * 5000 + b"}", {}, 400, "nested too deeply"),
+        (
+            json.dumps(
+                {
+                    "notes": [[440]],
+                    "tracks": [{"notes": [{"pitch": 60, "start_beats": 0, "duration_beats": 1}]}],
+                }
+            ).encode(),
+            {},
+            400,
+            "not both",
+        ),
+        (
+            json.dumps({"notes": [[440]], "options": {"analyze_mood": "maybe"}}).encode(),
+            {},
+            400,
+            "true or false",
+        ),
+        (
+            json.dumps({"notes": [[440]], "options": {"sample_rate_hz": "44.1k"}}).encode(),
+            {},
+            400,
+            "whole number",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(
@@ -256,6 +284,15 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(
             assert words in response.json()["detail"]
         assert client.get("/healthz").status_code in (200, 503)
         assert client.post("/download", json={"notes": [[440.0]], "speed": 2.0}).status_code == 200
+
+
+def test_options_from_a_query_string_read_as_people_write_them(live_stack: Stack) -> None:
+    body = {"notes": [[440.0, 660.0]], "speed": 2.0}
+    with live_stack.client() as client:
+        response = client.post("/download?sample_rate_hz=22050.0&format=FLAC".lower(), json=body)
+        assert response.status_code == 200, response.text
+        assert soundfile.info(io.BytesIO(response.content)).samplerate == 22050
+        assert client.post("/jobs?analyze_mood=maybe", json=body).status_code == 400
 
 
 def test_json_saved_with_a_byte_order_mark_is_read(live_stack: Stack) -> None:

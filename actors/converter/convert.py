@@ -31,6 +31,13 @@ def _ticks(beats: float) -> int:
     return round(beats * TICKS_PER_BEAT)
 
 
+def _as_meta_text(text: str) -> str:
+    """Text for a MIDI meta event. The file format has no encoding; mido writes Latin-1 and fails on
+    anything else ("Bass’s part", "ピアノ"). Its UTF-8 bytes are written instead, as most editors
+    and DAWs do and read."""
+    return text.encode("utf-8").decode("latin-1")
+
+
 def score_to_midi(score: Score) -> bytes:
     """Encode a validated Score: tempo, time signature, program changes, one track per part."""
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
@@ -59,7 +66,8 @@ def score_to_midi(score: Score) -> bytes:
             events.append((end, 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
         events.sort(key=lambda item: (item[0], item[1]))
         default_name = "Drums" if track.drums else f"Track {index + 1}"
-        part = mido.MidiTrack([mido.MetaMessage("track_name", name=track.name or default_name, time=0)])
+        name = _as_meta_text(track.name or default_name)
+        part = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
         if not track.drums:
             part.append(mido.Message("program_change", channel=channel, program=track.program, time=0))
         now = 0

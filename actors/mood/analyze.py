@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from tuneforge.contracts.mood import Mood, MoodFeatures, MoodWindow
 WINDOW_SECONDS = 5.0
 CONTEXT_SECONDS = 5.0
 FULL_CONFIDENCE_SECONDS = 10.0
+REST_AUDIBLE_FRACTION = 0.05  # a window sounding less than this (a quarter second in 5 s) is a rest
 AudioError = F.AudioError
 
 
@@ -53,17 +55,14 @@ def _confidence(prediction: Prediction, seconds: float, audible_fraction: float)
 
 
 def _coordinates(prediction: Prediction) -> tuple[float, float]:
-    """Valence and arousal, rounded without crossing an axis: they stay in the label's quadrant."""
-
-    def rounded(value: float, negative_side: bool) -> float:
-        r = round(value, 4)
-        return -0.0001 if negative_side and r >= 0 else r
-
-    negative_valence = prediction.label in ("tense", "sad")
-    negative_arousal = prediction.label in ("sad", "calm")
-    if np.ptp(prediction.probabilities) == 0:  # even odds (silence): on the axes, no side
-        negative_valence = negative_arousal = False
-    return rounded(prediction.valence, negative_valence), rounded(prediction.arousal, negative_arousal)
+    """Valence and arousal, rounded without crossing an axis: they stay in the label's quadrant
+    (valence ≥ 0 positive, arousal > 0 aroused)."""
+    valence, arousal = round(prediction.valence, 4), round(prediction.arousal, 4)
+    if prediction.label in ("tense", "sad") and valence >= 0:
+        valence = -0.0001
+    if prediction.label in ("happy", "tense") and arousal <= 0:
+        arousal = 0.0001
+    return valence, arousal
 
 
 def _features(audio: F.SpanSummary, midi: F.MidiSummary | None, notes: F.MidiNotes | None) -> MoodFeatures:
@@ -87,6 +86,19 @@ def _features(audio: F.SpanSummary, midi: F.MidiSummary | None, notes: F.MidiNot
 
 def _probabilities(prediction: Prediction) -> dict[str, float]:
     return {label: round(float(p), 4) for label, p in zip(LABELS, prediction.probabilities, strict=True)}
+
+
+@dataclass(frozen=True)
+class Window:
+    """One timeline window: judged on itself plus context either side, reported on itself."""
+
+    start: float
+    end: float
+    judged_seconds: float
+    judged: F.SpanSummary
+    judged_midi: F.MidiSummary | None
+    own: F.SpanSummary
+    own_midi: F.MidiSummary | None
 
 
 def analyze(
@@ -123,24 +135,33 @@ def analyze(
         F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)) if notes is not None else None
     )
 
-    # Timeline windows, each judged with some context on both sides.
+    # Timeline windows, each judged with some context on both sides; what a window reports (its
+    # features, how much of it sounds) is of the window alone.
+    def frames_of(lo: float, hi: float) -> np.ndarray:
+        first = int(lo * F.FRAME_RATE)
+        return frames[first : max(int(hi * F.FRAME_RATE), first + 1)]
+
     starts = np.arange(0.0, duration, window_seconds) if duration > window_seconds else np.zeros(0)
-    spans: list[tuple[float, float, F.SpanSummary, F.MidiSummary | None]] = []
+    windows: list[Window] = []
     for start in starts:
         end = min(duration, start + window_seconds)
-        lo = max(0.0, start - CONTEXT_SECONDS)
-        hi = min(duration, end + CONTEXT_SECONDS)
-        summary = F.span_features(
-            frames[int(lo * F.FRAME_RATE) : max(int(hi * F.FRAME_RATE), int(lo * F.FRAME_RATE) + 1)],
-            piece.gain_db,
+        lo, hi = max(0.0, start - CONTEXT_SECONDS), min(duration, end + CONTEXT_SECONDS)
+        windows.append(
+            Window(
+                start=float(start),
+                end=float(end),
+                judged_seconds=hi - lo,
+                judged=F.span_features(frames_of(lo, hi), piece.gain_db),
+                judged_midi=F.midi_span_features(notes, lo, hi) if notes is not None else None,
+                own=F.span_features(frames_of(start, end), piece.gain_db),
+                own_midi=F.midi_span_features(notes, start, end) if notes is not None else None,
+            )
         )
-        midi_summary = F.midi_span_features(notes, lo, hi) if notes is not None else None
-        spans.append((float(start), float(end), summary, midi_summary))
 
-    audio_rows = np.vstack([whole.vector, *(s[2].vector for s in spans)])
+    audio_rows = np.vstack([whole.vector, *(w.judged.vector for w in windows)])
     midi_rows = None
     if whole_midi is not None:
-        midi_rows = np.vstack([whole_midi.vector, *(s[3].vector for s in spans if s[3] is not None)])
+        midi_rows = np.vstack([whole_midi.vector, *(w.judged_midi.vector for w in windows if w.judged_midi)])
     predictions = model.predict(audio_rows, midi_rows)
     if whole.sounding_fraction == 0:
         # Not a frame of sound in the whole file (its loud parts at or below SILENCE_DB, so no gain
@@ -148,24 +169,26 @@ def analyze(
         # not a mood. A quiet passage of a piece with sound keeps its own reading.
         predictions = [NO_MOOD] * len(predictions)
     overall = predictions[0]
+    # A window with no sound of its own (a rest, the silence after the music) has no mood either,
+    # whatever its neighbours sound like; its edges may catch a frame or two of theirs.
+    window_predictions = [
+        NO_MOOD if w.own.audible_fraction < REST_AUDIBLE_FRACTION else prediction
+        for w, prediction in zip(windows, predictions[1:], strict=True)
+    ]
 
     timeline = [
         MoodWindow(
-            start_seconds=_num(start, 3),
-            end_seconds=_num(end, 3),
+            start_seconds=_num(w.start, 3),
+            end_seconds=_num(w.end, 3),
             label=prediction.label,  # type: ignore[arg-type]
             quadrant=prediction.quadrant,  # type: ignore[arg-type]
             valence=_coordinates(prediction)[0],
             arousal=_coordinates(prediction)[1],
-            confidence=_confidence(
-                prediction,
-                min(duration, end + CONTEXT_SECONDS) - max(0.0, start - CONTEXT_SECONDS),
-                summary.audible_fraction,
-            ),
+            confidence=_confidence(prediction, w.judged_seconds, w.own.audible_fraction),
             probabilities=_probabilities(prediction),
-            features=_features(summary, midi_summary, notes),
+            features=_features(w.own, w.own_midi, notes),
         )
-        for (start, end, summary, midi_summary), prediction in zip(spans, predictions[1:], strict=True)
+        for w, prediction in zip(windows, window_predictions, strict=True)
     ]
     if on_progress is not None:
         on_progress(100.0)

@@ -38,7 +38,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from tuneforge.contracts.midi import parse_midi
+from tuneforge.contracts.midi import MidiError, parse_midi
 
 FEATURE_VERSION = 5
 SR = 22050
@@ -554,6 +554,8 @@ def read_midi_notes(data: bytes) -> MidiNotes:
         for (_, pitch), stack in open_notes.items():
             for start, velocity in stack:
                 notes.append((start, now, pitch, velocity))
+    except MidiError:
+        raise  # already says what is wrong
     except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as error:
         raise ValueError(f"not a valid Standard MIDI File: {error}") from None
     notes.sort()

@@ -65,7 +65,8 @@ class Prediction:
 
 def quadrant_index(p: np.ndarray) -> int:
     """The quadrant (0–3 for Q1–Q4) of the (valence, arousal) point of quadrant probabilities `p`."""
-    positive, aroused = bool(p @ VALENCE_SIGN >= 0), bool(p @ AROUSAL_SIGN >= 0)
+    # Valence 0 counts as positive, arousal 0 as not aroused: the origin (no mood) is calm.
+    positive, aroused = bool(p @ VALENCE_SIGN >= 0), bool(p @ AROUSAL_SIGN > 0)
     return {(True, True): 0, (False, True): 1, (False, False): 2, (True, False): 3}[(positive, aroused)]
 
 

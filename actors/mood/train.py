@@ -333,7 +333,8 @@ def candidates(seed: int) -> dict[str, object]:
 
 
 def quadrant_of(valence: np.ndarray, arousal: np.ndarray) -> np.ndarray:
-    return np.where(arousal >= 0, np.where(valence >= 0, 0, 1), np.where(valence >= 0, 3, 2))
+    """Quadrant indices (Q1..Q4 as 0..3), as the actor decides: valence ≥ 0 positive, arousal > 0 aroused."""
+    return np.where(arousal > 0, np.where(valence >= 0, 0, 1), np.where(valence >= 0, 3, 2))
 
 
 def scores(probabilities: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -345,7 +346,7 @@ def scores(probabilities: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {
         "quadrant_argmax": float(np.mean(probabilities.argmax(axis=1) == y)),
         "quadrant_marginals": float(np.mean(quadrant_of(valence, arousal) == y)),
-        "arousal": float(np.mean((arousal >= 0) == true_arousal)),
+        "arousal": float(np.mean((arousal > 0) == true_arousal)),
         "valence": float(np.mean((valence >= 0) == true_valence)),
     }
 
