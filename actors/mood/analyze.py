@@ -176,27 +176,30 @@ def analyze(
         for w, prediction in zip(windows, predictions[1:], strict=True)
     ]
 
-    timeline = [
-        MoodWindow(
-            start_seconds=_num(w.start, 3),
-            end_seconds=_num(w.end, 3),
-            label=prediction.label,  # type: ignore[arg-type]
-            quadrant=prediction.quadrant,  # type: ignore[arg-type]
-            valence=_coordinates(prediction)[0],
-            arousal=_coordinates(prediction)[1],
-            confidence=_confidence(prediction, w.judged_seconds, w.own.audible_fraction),
-            probabilities=_probabilities(prediction),
-            features=_features(w.own, w.own_midi, notes),
+    timeline = []
+    for w, prediction in zip(windows, window_predictions, strict=True):
+        valence, arousal = _coordinates(prediction)
+        timeline.append(
+            MoodWindow(
+                start_seconds=_num(w.start, 3),
+                end_seconds=_num(w.end, 3),
+                label=prediction.label,  # type: ignore[arg-type]
+                quadrant=prediction.quadrant,  # type: ignore[arg-type]
+                valence=valence,
+                arousal=arousal,
+                confidence=_confidence(prediction, w.judged_seconds, w.own.audible_fraction),
+                probabilities=_probabilities(prediction),
+                features=_features(w.own, w.own_midi, notes),
+            )
         )
-        for w, prediction in zip(windows, window_predictions, strict=True)
-    ]
+    overall_valence, overall_arousal = _coordinates(overall)
     if on_progress is not None:
         on_progress(100.0)
     return Mood(
         label=overall.label,  # type: ignore[arg-type]
         quadrant=overall.quadrant,  # type: ignore[arg-type]
-        valence=_coordinates(overall)[0],
-        arousal=_coordinates(overall)[1],
+        valence=overall_valence,
+        arousal=overall_arousal,
         confidence=_confidence(overall, duration, whole.audible_fraction),
         probabilities=_probabilities(overall),
         features=_features(whole, whole_midi, notes),

@@ -63,11 +63,12 @@ class Prediction:
         return QUADRANTS[self.quadrant_index]
 
 
-def quadrant_index(p: np.ndarray) -> int:
-    """The quadrant (0–3 for Q1–Q4) of the (valence, arousal) point of quadrant probabilities `p`."""
-    # Valence 0 counts as positive, arousal 0 as not aroused: the origin (no mood) is calm.
-    positive, aroused = bool(p @ VALENCE_SIGN >= 0), bool(p @ AROUSAL_SIGN > 0)
-    return {(True, True): 0, (False, True): 1, (False, False): 2, (True, False): 3}[(positive, aroused)]
+def quadrant_indices(probabilities: np.ndarray) -> np.ndarray:
+    """The quadrant (0–3 for Q1–Q4) of each row's (valence, arousal) point: the label's rule, shared
+    by the actor and by training. Valence 0 counts as positive, arousal 0 as not aroused, so the
+    origin (no mood) is calm."""
+    valence, arousal = probabilities @ VALENCE_SIGN, probabilities @ AROUSAL_SIGN
+    return np.where(arousal > 0, np.where(valence >= 0, 0, 1), np.where(valence >= 0, 3, 2))
 
 
 class _Head:
@@ -144,7 +145,8 @@ class MoodModel:
         rows = np.hstack([audio, np.atleast_2d(midi)]) if name == "audio_midi" and midi is not None else audio
         probabilities, typicality = head(rows)
         return [
-            Prediction(p, quadrant_index(p), float(t)) for p, t in zip(probabilities, typicality, strict=True)
+            Prediction(p, int(q), float(t))
+            for p, q, t in zip(probabilities, quadrant_indices(probabilities), typicality, strict=True)
         ]
 
     def name(self, with_midi: bool) -> str:

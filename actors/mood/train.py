@@ -41,6 +41,7 @@ import mido
 import numpy as np
 
 from tuneforge.actors.mood import features as F
+from tuneforge.actors.mood.model import quadrant_indices
 
 log = logging.getLogger("tuneforge.mood.train")
 SEED = 20240601
@@ -332,11 +333,6 @@ def candidates(seed: int) -> dict[str, object]:
     }
 
 
-def quadrant_of(valence: np.ndarray, arousal: np.ndarray) -> np.ndarray:
-    """Quadrant indices (Q1..Q4 as 0..3), as the actor decides: valence ≥ 0 positive, arousal > 0 aroused."""
-    return np.where(arousal > 0, np.where(valence >= 0, 0, 1), np.where(valence >= 0, 3, 2))
-
-
 def scores(probabilities: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """4-quadrant accuracy (argmax and marginal decisions), arousal and valence accuracy."""
     valence = probabilities @ np.array([1.0, -1.0, -1.0, 1.0])
@@ -345,7 +341,7 @@ def scores(probabilities: np.ndarray, y: np.ndarray) -> dict[str, float]:
     true_arousal = np.isin(y, (0, 1))
     return {
         "quadrant_argmax": float(np.mean(probabilities.argmax(axis=1) == y)),
-        "quadrant_marginals": float(np.mean(quadrant_of(valence, arousal) == y)),
+        "quadrant_marginals": float(np.mean(quadrant_indices(probabilities) == y)),
         "arousal": float(np.mean((arousal > 0) == true_arousal)),
         "valence": float(np.mean((valence >= 0) == true_valence)),
     }
@@ -505,8 +501,7 @@ def fit_and_export(
             p = session.run(["probabilities"], {"features": x[rows]})[0]
             metric = scores(p, y[rows])
             metric["quadrant"] = metric["quadrant_marginals"]
-            valence, arousal = p @ np.array([1.0, -1.0, -1.0, 1.0]), p @ np.array([1.0, 1.0, -1.0, -1.0])
-            predicted = quadrant_of(valence, arousal)
+            predicted = quadrant_indices(p)
             val_metrics[subset] = {
                 **{k: round(v, 4) for k, v in metric.items()},
                 "n": int(rows.sum()),
