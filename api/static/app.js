@@ -126,6 +126,11 @@
     return typeof value === "number" && Number.isFinite(value);
   }
 
+  // A timeline window with no sound of its own: the API gives it even odds and confidence 0.
+  function isRest(segment) {
+    return isNum(segment.confidence) && segment.confidence === 0;
+  }
+
   function fmt(value, digits = 2) {
     return isNum(value) ? value.toFixed(digits) : "–";
   }
@@ -1027,7 +1032,9 @@
     chart.append(svg("text", { x: pad, y: size - 4, class: "axis-label" }, "−1"));
     chart.append(svg("text", { x: size - pad, y: size - 4, class: "axis-label", "text-anchor": "end" }, "+1"));
 
-    const timeline = Array.isArray(mood.timeline) ? mood.timeline.filter((s) => isNum(s.valence) && isNum(s.arousal)) : [];
+    const timeline = Array.isArray(mood.timeline)
+      ? mood.timeline.filter((s) => isNum(s.valence) && isNum(s.arousal) && !isRest(s))
+      : [];
     if (timeline.length > 1) {
       const points = timeline.map((s) => `${x(s.valence).toFixed(1)},${y(s.arousal).toFixed(1)}`).join(" ");
       chart.append(svg("polyline", { points, class: "trail" }));
@@ -1066,27 +1073,31 @@
       const start = isNum(segment.start_seconds) ? segment.start_seconds : (index * total) / segments.length;
       const end = isNum(segment.end_seconds) ? segment.end_seconds : ((index + 1) * total) / segments.length;
       const width = Math.max(0, ((end - start) / total) * 100);
+      const rest = isRest(segment);
       bar.append(
         el(
           "span",
           {
-            class: `seg m-${segment.label || "none"}`,
+            class: `seg m-${rest ? "none" : segment.label || "none"}`,
             style: `width:${width.toFixed(3)}%`,
-            title: `${fmt(start, 1)}–${fmt(end, 1)} s: ${segment.label || "?"} (valence ${signed(segment.valence)}, arousal ${signed(segment.arousal)})`,
+            title: rest
+              ? `${fmt(start, 1)}–${fmt(end, 1)} s: silence (no mood)`
+              : `${fmt(start, 1)}–${fmt(end, 1)} s: ${segment.label || "?"} (valence ${signed(segment.valence)}, arousal ${signed(segment.arousal)})`,
           },
-          width > 12 ? segment.label || "" : "",
+          width > 12 ? (rest ? "silence" : segment.label || "") : "",
         ),
       );
     });
     const list = el("ol", { class: "timeline-list" });
     for (const segment of segments) {
+      const rest = isRest(segment);
       list.append(
         el(
           "li",
           {},
           `${fmt(segment.start_seconds, 1)}–${fmt(segment.end_seconds, 1)} s: `,
-          el("strong", {}, segment.label || "?"),
-          ` (valence ${signed(segment.valence)}, arousal ${signed(segment.arousal)})`,
+          el("strong", {}, rest ? "silence" : segment.label || "?"),
+          rest ? " (no mood)" : ` (valence ${signed(segment.valence)}, arousal ${signed(segment.arousal)})`,
         ),
       );
     }

@@ -47,8 +47,8 @@ def http_json(base_url: str, method: str, path: str, body: Any = None) -> tuple[
         return error.code, json.loads(error.read() or b"null")
 
 
-def sine_wav(path: Path, seconds: float = 6.0, rate: int = 22050) -> Path:
-    """A small mono 16-bit WAV: a C major arpeggio of sines, written with the stdlib only."""
+def sine_wav(path: Path, seconds: float = 6.0, rate: int = 22050, then_silence_seconds: float = 0.0) -> Path:
+    """A small mono 16-bit WAV: a C major arpeggio of sines (then silence), written with the stdlib only."""
     notes = [261.63, 329.63, 392.00, 523.25, 392.00, 329.63, 261.63, 392.00]
     frames = bytearray()
     total = int(seconds * rate)
@@ -59,6 +59,7 @@ def sine_wav(path: Path, seconds: float = 6.0, rate: int = 22050) -> Path:
         envelope = min(1.0, (i % per_note) / 200) * (1 - 0.5 * (i % per_note) / per_note)
         sample = 0.5 * envelope * (math.sin(2 * math.pi * freq * t) + 0.3 * math.sin(4 * math.pi * freq * t))
         frames += struct.pack("<h", int(max(-1.0, min(1.0, sample)) * 32767))
+    frames += bytes(2 * int(then_silence_seconds * rate))
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
@@ -303,6 +304,20 @@ def test_upload_audio_file_gets_a_mood(browser_page: Any, screenshot: Any, tmp_p
     assert not page.locator("#upload-error").is_visible()
     page.locator("#upload").scroll_into_view_if_needed()
     screenshot(page, "06-upload-mood")
+
+
+def test_the_silence_after_the_music_is_shown_as_silence(browser_page: Any, tmp_path: Path) -> None:
+    page = browser_page
+    page.goto("/")
+    page.set_input_files("#mood-file", str(sine_wav(tmp_path / "then-rest.wav", then_silence_seconds=12.0)))
+    page.click("#upload-submit")
+    assert_mood_shown(page, "#upload-mood", timeline=True)
+    # 18 s: windows from 0, 5, 10 and 15 s; the last two have no sound of their own
+    segments = page.locator("#upload-mood .timeline .seg")
+    assert segments.count() == 4
+    assert page.locator("#upload-mood .timeline .seg.m-none").count() == 2
+    assert "silence" in segments.nth(3).get_attribute("title")
+    assert "silence" not in segments.nth(0).get_attribute("title")
 
 
 def test_server_errors_are_shown_in_words(
