@@ -67,20 +67,23 @@ def _with_tracks_present(smf: bytes) -> bytes:
     return smf
 
 
+def _repaired(data: bytes) -> bytes:
+    return _with_tracks_present(standard_midi_bytes(data))
+
+
 def playable_midi(data: bytes) -> bytes:
     """The bytes to store and render: the bare Standard MIDI File, its track count as present; a
     file with data bytes above 127 (which FluidSynth drops) is written out again as mido reads it."""
-    smf = _with_tracks_present(standard_midi_bytes(data))
+    smf = _repaired(data)
     try:
         mido.MidiFile(file=io.BytesIO(smf))
     except (OSError, ValueError) as error:  # mido raises OSError for a data byte over 127
-        if "data byte" not in str(error):
-            return smf  # unusable: parse_midi says why
-        out = io.BytesIO()
-        parse_midi(smf).save(file=out)
-        return out.getvalue()
+        if "data byte" in str(error):
+            out = io.BytesIO()
+            parse_midi(smf).save(file=out)
+            return out.getvalue()
     except Exception:
-        return smf
+        pass  # unusable: parse_midi says why
     return smf
 
 
@@ -92,7 +95,7 @@ def is_midi(data: bytes) -> bool:
 def parse_midi(data: bytes) -> mido.MidiFile:
     """A Standard MIDI File (or RMID), read tolerantly; `MidiError` with words if it is unusable."""
     try:
-        midi = mido.MidiFile(file=io.BytesIO(_with_tracks_present(standard_midi_bytes(data))), clip=True)
+        midi = mido.MidiFile(file=io.BytesIO(_repaired(data)), clip=True)
     except EOFError:
         raise MidiError(
             "not a valid Standard MIDI File: it ends in the middle of its data (truncated?)"
