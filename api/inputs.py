@@ -105,16 +105,10 @@ async def received_file(
             async for chunk in arriving():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise PayloadTooLarge(
-                        f"the upload is larger than the {max_bytes} bytes "
-                        f"({max_bytes // (1024 * 1024)} MiB) allowed"
-                    )
+                    _check_size(size, max_bytes)  # stop reading once over the limit
                 head += chunk[: max(0, 64 - len(head))]
                 await asyncio.to_thread(_append, out, digest, chunk)  # a form's file arrives as one chunk
-        if size == 0:
-            raise ClientException(
-                "the upload is empty: send the file as the body or as multipart field 'file'"
-            )
+        _check_size(size, max_bytes)
         yield ReceivedFile(
             path=path, sha256=digest.hexdigest(), size_bytes=size, content_type=kind, head=head
         )
@@ -171,17 +165,29 @@ async def read_upload(
     return _checked_size(data, max_bytes), kind, {}
 
 
-def _checked_size(data: bytes, max_bytes: int) -> bytes:
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(f"the upload is larger than the {max_bytes} bytes allowed")
-    if not data:
+def _check_size(size_bytes: int, max_bytes: int) -> None:
+    """413 for an upload over `max_bytes` (checked as it arrives), 400 for an empty one."""
+    if size_bytes > max_bytes:
+        raise PayloadTooLarge(
+            f"the upload is larger than the {max_bytes} bytes ({max_bytes // (1024 * 1024)} MiB) allowed"
+        )
+    if size_bytes == 0:
         raise ClientException("the upload is empty: send the file as the body or as multipart field 'file'")
+
+
+def _checked_size(data: bytes, max_bytes: int) -> bytes:
+    _check_size(len(data), max_bytes)
     return data
 
 
-def midi_input(data: bytes, options: RenderOptions) -> RenderInput:
-    if len(data) > MAX_MIDI_BYTES:
+def check_midi_size(size_bytes: int) -> None:
+    """413 for a MIDI file over `MAX_MIDI_BYTES`."""
+    if size_bytes > MAX_MIDI_BYTES:
         raise PayloadTooLarge(f"MIDI files are limited to {MAX_MIDI_BYTES} bytes")
+
+
+def midi_input(data: bytes, options: RenderOptions) -> RenderInput:
+    check_midi_size(len(data))
     try:
         data = playable_midi(data)  # RMID unwrapped, a header's track count repaired
         inspect_midi(data, MAX_DURATION_SECONDS)

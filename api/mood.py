@@ -24,15 +24,15 @@ from litestar.exceptions import ClientException, HTTPException
 from tuneforge.api.backend import Backend, RemoteError, RenderInput, ServiceTimeout, ServiceUnavailable
 from tuneforge.api.inputs import (
     MIDI_TYPES,
-    PayloadTooLarge,
     body_limit,
+    check_midi_size,
     midi_input,
     read_render_input,
     received_file,
 )
 from tuneforge.api.jobs import DOWNLOAD_TIMEOUT_S, finished_job, http_error
 from tuneforge.contracts.jobs import BlobRef, RenderOptions
-from tuneforge.contracts.limits import MAX_AUDIO_SECONDS, MAX_AUDIO_UPLOAD_BYTES, MAX_MIDI_BYTES
+from tuneforge.contracts.limits import MAX_AUDIO_SECONDS, MAX_AUDIO_UPLOAD_BYTES
 from tuneforge.contracts.midi import is_midi
 from tuneforge.contracts.mood import Mood, MoodRequest
 from tuneforge.contracts.music import looks_like_json
@@ -140,8 +140,7 @@ async def mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
     work_dir = backend.settings.data_dir / "work" / "api"
     async with received_file(request, MAX_AUDIO_UPLOAD_BYTES, work_dir) as upload:
         if upload.content_type in MIDI_TYPES or is_midi(upload.head):
-            if upload.size_bytes > MAX_MIDI_BYTES:
-                raise PayloadTooLarge(f"MIDI files are limited to {MAX_MIDI_BYTES} bytes")
+            check_midi_size(upload.size_bytes)  # before the file is read into memory
             midi = await asyncio.to_thread(upload.path.read_bytes)
             return await mood_of_render(backend, midi_input(midi, RenderOptions(analyze_mood=True)))
         if upload.content_type in ("application/json", "text/plain") or looks_like_json(upload.head):

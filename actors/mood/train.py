@@ -41,7 +41,7 @@ import mido
 import numpy as np
 
 from tuneforge.actors.mood import features as F
-from tuneforge.actors.mood.model import quadrant_indices
+from tuneforge.actors.mood.model import AROUSAL_SIGN, VALENCE_SIGN, quadrant_indices
 
 log = logging.getLogger("tuneforge.mood.train")
 SEED = 20240601
@@ -190,8 +190,7 @@ def orders_the_contrast(probabilities: np.ndarray) -> bool:
     Short takes: the lively one more aroused by .2, and more positive. Minutes: by .3. At both
     lengths the lively one on the aroused side of the plane and the quiet one on the other.
     """
-    valence = probabilities @ np.array([1.0, -1.0, -1.0, 1.0])
-    arousal = probabilities @ np.array([1.0, 1.0, -1.0, -1.0])
+    valence, arousal = probabilities @ VALENCE_SIGN, probabilities @ AROUSAL_SIGN
     sides = arousal[0] > 0 > arousal[1] and arousal[2] > 0 > arousal[3]
     return bool(
         sides and arousal[0] > arousal[1] + 0.2 and arousal[2] > arousal[3] + 0.3 and valence[0] > valence[1]
@@ -335,8 +334,7 @@ def candidates(seed: int) -> dict[str, object]:
 
 def scores(probabilities: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """4-quadrant accuracy (argmax and marginal decisions), arousal and valence accuracy."""
-    valence = probabilities @ np.array([1.0, -1.0, -1.0, 1.0])
-    arousal = probabilities @ np.array([1.0, 1.0, -1.0, -1.0])
+    valence, arousal = probabilities @ VALENCE_SIGN, probabilities @ AROUSAL_SIGN
     true_valence = np.isin(y, (0, 3))
     true_arousal = np.isin(y, (0, 1))
     return {
