@@ -55,6 +55,15 @@ class BadInput(ValueError):
     """The request or job cannot succeed as sent: report it (400), never retry it."""
 
 
+class UnreadableBlob(BadInput):
+    """A blob reference that does not resolve in this replica's store.
+
+    In a request the caller's reference is wrong: 400. In a job the pipeline stored the blob itself,
+    so this replica reads another store than the one the job was written to (or the store is
+    failing): the job is retried, on any replica, and fails as an internal error at the last try.
+    """
+
+
 async def connect(url: str, name: str) -> tuple[Client, JetStreamContext]:
     async def on_error(error: Exception) -> None:
         log.warning("nats: %s", error)
@@ -284,10 +293,31 @@ async def run_consumer(
     keep_alive_s = max(1.0, spec["ack_wait_seconds"] / 4)
     max_deliver = spec["max_deliver"]
 
+    async def retry_or_fail(msg: Msg, message: str) -> None:
+        job_id = job_id_of(msg.data)
+        if max_deliver > 0 and msg.metadata.num_delivered >= max_deliver:
+            if job_id:
+                await events.failed(job_id, stage, 500, message)
+            await msg.term()
+        else:
+            await msg.nak(delay=min(30.0, 2.0**msg.metadata.num_delivered))
+
     async def process(msg: Msg) -> None:
         heartbeat = asyncio.create_task(_keep_alive(msg, keep_alive_s))
         try:
             await handle(msg)
+        except UnreadableBlob as error:
+            log.error(
+                "%s: job %s: %s: is this replica's blob store the pipeline's?",
+                durable,
+                job_id_of(msg.data),
+                error,
+            )
+            await retry_or_fail(
+                msg,
+                f"{error}: a {durable} replica cannot read the job's files; every replica must use the "
+                "same blob store (TUNEFORGE_BLOB_URL)",
+            )
         except (BadInput, msgspec.ValidationError, msgspec.DecodeError) as error:
             job_id = job_id_of(msg.data)
             log.warning("%s: job %s rejected: %s", durable, job_id, error)
@@ -295,15 +325,8 @@ async def run_consumer(
                 await events.failed(job_id, stage, 400, str(error))
             await msg.term()
         except Exception as error:
-            delivered = msg.metadata.num_delivered
-            log.exception("%s: delivery %s failed", durable, delivered)
-            job_id = job_id_of(msg.data)
-            if max_deliver > 0 and delivered >= max_deliver:
-                if job_id:
-                    await events.failed(job_id, stage, 500, f"{type(error).__name__}: {error}")
-                await msg.term()
-            else:
-                await msg.nak(delay=min(30.0, 2.0**delivered))
+            log.exception("%s: delivery %s failed", durable, msg.metadata.num_delivered)
+            await retry_or_fail(msg, f"{type(error).__name__}: {error}")
         finally:
             heartbeat.cancel()
 

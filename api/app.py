@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
 from tuneforge.api.backend import Backend, RemoteError, ServiceTimeout, ServiceUnavailable
+from tuneforge.api.errors import internal_error_response
 from tuneforge.api.inputs import too_large_response
 from tuneforge.api.jobs import JobController, download, pipeline_error_response
 from tuneforge.api.mood import get_mood, job_mood, mood
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ServiceTimeout: pipeline_error_response,
             RemoteError: pipeline_error_response,
             413: too_large_response,
+            500: internal_error_response,
         },
     )
     add_contract_schemas(app.openapi_schema)

@@ -24,7 +24,7 @@ from litestar.exceptions import ClientException, HTTPException
 from tuneforge.api.backend import RenderInput
 from tuneforge.contracts.jobs import RenderOptions
 from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES, MAX_UPLOAD_BYTES
-from tuneforge.contracts.midi import MidiError, inspect_midi, playable_midi
+from tuneforge.contracts.midi import MidiError, inspect_midi, is_midi, playable_midi
 from tuneforge.contracts.music import MusicError, decode_json_object, decode_music, looks_like_json
 
 MIDI_TYPES = {"audio/midi", "audio/x-midi", "audio/mid", "application/x-midi", "audio/sp-midi"}
@@ -214,6 +214,8 @@ async def read_render_input(request: Request[Any, Any, Any]) -> RenderInput:
     body = await request.body()
     if not body:
         raise ClientException("the request has no body: send a Grid or Score as JSON, or a MIDI file")
+    if is_midi(body):  # `curl --data-binary @song.mid` labels it form data
+        return midi_input(body, _options({}, defaults))
     try:
         raw = decode_json_object(body)
     except MusicError as error:

@@ -1,7 +1,7 @@
 """Mood endpoints: `POST /get_mood`, `POST /mood` and `GET /jobs/{id}/mood`.
 
 - `POST /get_mood`: the same Grid or Score body as `/download` → the mood of the music it renders;
-- `POST /mood`: an audio upload (WAV, FLAC, OGG or MP3) → its mood; a Standard MIDI File is
+- `POST /mood`: an audio upload (WAV, FLAC, OGG, MP3 or AIFF) → its mood; a Standard MIDI File is
   rendered first and analysed with its MIDI features too. Raw body with its content type, or
   multipart field `file`;
 - `GET /jobs/{id}/mood`: the mood of a finished job (analysed now if the job did not ask for it).
@@ -46,11 +46,30 @@ AUDIO_CONTAINERS: dict[str, tuple[str, str]] = {
     "FLAC": ("flac", "audio/flac"),
     "OGG": ("ogg", "audio/ogg"),
     "MP3": ("mp3", "audio/mpeg"),
+    "AIFF": ("aiff", "audio/aiff"),
 }
+ACCEPTED = "WAV, FLAC, OGG Vorbis, MP3 or AIFF, or a MIDI file"
+
+# Files libsndfile cannot open, named by their first bytes so the answer says what was sent.
+KNOWN_OTHER_FILES: tuple[tuple[int, bytes, str], ...] = (
+    (4, b"ftyp", "MP4/M4A audio (AAC or ALAC) is not accepted"),
+    (0, bytes.fromhex("3026b2758e66cf11"), "WMA (ASF) audio is not accepted"),
+    (0, b"\xff\xd8\xff", "this is a JPEG image, not audio"),
+    (0, b"\x89PNG", "this is a PNG image, not audio"),
+    (0, b"%PDF", "this is a PDF document, not audio"),
+    (0, b"PK\x03\x04", "this is a ZIP archive, not audio"),
+)
 
 
 class UnsupportedMediaType(HTTPException):
     status_code = 415
+
+
+def _unaccepted(head: bytes) -> str | None:
+    """What a file libsndfile could not open is, when its first bytes say so."""
+    if head[:4] == b"OggS" and b"OpusHead" in head:
+        return "this Ogg Opus file could not be decoded (libsndfile reads only some Opus encoders' files)"
+    return next((what for at, magic, what in KNOWN_OTHER_FILES if head[at : at + len(magic)] == magic), None)
 
 
 def audio_container(path: Path) -> tuple[str, str]:
@@ -63,12 +82,14 @@ def audio_container(path: Path) -> tuple[str, str]:
             seconds = f.frames / f.samplerate
             f.read(min(f.samplerate, 1 << 16), dtype="float32")  # decode a little: catches corrupt data
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        with path.open("rb") as file:
+            unaccepted = _unaccepted(file.read(64))
+        if unaccepted:
+            raise UnsupportedMediaType(f"{unaccepted}: send {ACCEPTED}") from None
         reason = getattr(error, "error_string", None) or str(error)  # libsndfile's words, not our paths
-        raise ClientException(
-            f"not a readable audio file (send WAV, FLAC, OGG or MP3, or a MIDI file): {reason}"
-        ) from None
+        raise ClientException(f"not a readable audio file (send {ACCEPTED}): {reason}") from None
     if container not in AUDIO_CONTAINERS:
-        raise UnsupportedMediaType(f"{container} audio is not accepted: send WAV, FLAC, OGG or MP3")
+        raise UnsupportedMediaType(f"{container} audio is not accepted: send {ACCEPTED}")
     if seconds > MAX_AUDIO_SECONDS:
         raise ClientException(
             f"the audio lasts {seconds:.0f} s: at most {MAX_AUDIO_SECONDS:.0f} s "
@@ -132,7 +153,7 @@ async def get_mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
     request_max_body_size=body_limit(MAX_AUDIO_UPLOAD_BYTES),
 )
 async def mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
-    """WAV, FLAC, OGG or MP3 (raw body with its content type, or multipart field `file`) → `Mood`.
+    """WAV, FLAC, OGG, MP3 or AIFF (raw body with its content type, or multipart field `file`) → `Mood`.
 
     A Standard MIDI File is rendered first and analysed with its MIDI features too. A raw body is
     streamed to disk as it arrives, so a long WAV does not sit in memory.

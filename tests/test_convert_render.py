@@ -16,8 +16,8 @@ import soundfile
 
 from tests.audio import dominant_frequency_hz, sounding_seconds
 from tuneforge.actors.converter.convert import score_to_midi
-from tuneforge.actors.exporter.render import Renderer
-from tuneforge.contracts.midi import MidiError, inspect_midi, playable_midi
+from tuneforge.actors.exporter.render import Renderer, RenderError
+from tuneforge.contracts.midi import MidiError, inspect_midi, playable_midi, renderable_midi
 from tuneforge.contracts.music import MusicError, Note, Score, Track, decode_music
 
 
@@ -125,12 +125,13 @@ def test_output_matches_the_fluidsynth_command_line(
     )
     cli_audio, _ = soundfile.read(cli_out)
     our_audio, _ = soundfile.read(tmp_path / "ours.wav")
-    # We pull 4096-frame blocks; the CLI stops at its own block edge. Lengths agree to one block.
-    assert abs(len(our_audio) - len(cli_audio)) <= 4096
+    # The CLI plays the tail down to FluidSynth's own voice threshold (about -100 dB); ours stops
+    # once it has stayed 60 dB under the peak for half a second: what it leaves off is inaudible.
+    assert score.duration_seconds <= ours.duration_seconds <= len(cli_audio) / 44100 + 4096 / 44100
     n = min(len(our_audio), len(cli_audio))
+    assert np.abs(cli_audio[n:]).max(initial=0.0) < 1e-3 * np.abs(cli_audio).max()
     correlation = np.corrcoef(our_audio[:n, 0], cli_audio[:n, 0])[0, 1]
     assert correlation > 0.99
-    assert ours.duration_seconds >= score.duration_seconds
 
 
 def test_memory_stays_flat_for_long_pieces(renderer: Renderer, tmp_path: Path) -> None:
@@ -224,6 +225,47 @@ def test_notes_left_on_at_the_end_are_released_not_left_ringing(renderer: Render
     assert np.abs(mono[: int(seconds * rate)]).max() > 0.005  # the note sounds while the music lasts
     assert len(mono) / rate < seconds + 5.0  # its release, not the 15-s safety cap
     assert sounding_seconds(mono, rate) < seconds + 1.5
+
+
+def test_an_inaudible_tail_is_cut_and_a_lost_render_is_an_error(renderer: Renderer, tmp_path: Path) -> None:
+    # Strings (program 48) with a long release, 1 s of music: FluidSynth keeps the dying voices
+    # going far below hearing; the file ends half a second after the tail is 60 dB down.
+    strings = b"\x00\xc0\x30" + A4_SECOND
+    renderer.render(smf(strings), tmp_path / "tail.wav", "wav", 22050, "fluidr3_gm", 1.0)
+    stereo, rate = soundfile.read(tmp_path / "tail.wav")
+    level = np.abs(stereo).max(axis=1)
+    audible_until = (np.flatnonzero(level > 1e-3 * level.max())[-1] + 1) / rate
+    assert audible_until > 1.0
+    assert len(level) / rate <= audible_until + 0.5 + 4096 / rate
+    # A render that stops long before the music's end is an error, never a short file called done.
+    with pytest.raises(RenderError, match="stopped after"):
+        renderer.render(
+            smf(RUNNING_STATUS_AFTER_META), tmp_path / "lost.wav", "wav", 22050, "fluidr3_gm", 2.5
+        )
+
+
+# Running status carried across a meta event: FluidSynth's reader takes the data bytes for a meta
+# event of 96 bytes and gives up 0.5 s in; players (and mido) read it as C5 on, and play 2.5 s.
+RUNNING_STATUS_AFTER_META = (
+    b"\x00\xc0\x13"  # church organ: it sounds for as long as a key is held
+    + b"\x00\x90\x45\x60"  # A4 on
+    + b"\x83\x60\xff\x01\x00"  # 0.5 s later: an empty text event
+    + b"\x00\x48\x60"  # C5 on, by running status
+    + b"\x8f\x00\x80\x48\x40\x00\x80\x45\x40"  # 2 s later: both off
+    + b"\x00\xff\x2f\x00"
+)
+
+
+def test_midi_that_fluidsynth_cannot_read_is_written_out_again_and_played(
+    renderer: Renderer, tmp_path: Path
+) -> None:
+    data = smf(RUNNING_STATUS_AFTER_META)
+    assert inspect_midi(data, 600) == pytest.approx(2.5)
+    result = renderer.render(renderable_midi(data), tmp_path / "rs.wav", "wav", 22050, "fluidr3_gm", 2.5)
+    assert result.duration_seconds >= 2.5
+    stereo, rate = soundfile.read(tmp_path / "rs.wav")
+    late = stereo[int(1.5 * rate) : int(2.4 * rate)].mean(axis=1)  # the held A4 and C5
+    assert np.abs(late).max() > 0.005
 
 
 @pytest.mark.parametrize("name", ["Bass’s part", "ピアノ", "Violin — I", "🎻", "Sopran ü"])

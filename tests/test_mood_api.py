@@ -180,6 +180,24 @@ def test_non_audio_and_corrupt_uploads_get_a_clear_4xx(live_stack: Stack) -> Non
             assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
             assert response.json()["detail"], name
             assert "object at 0x" not in response.json()["detail"], name  # words, not our internals
+        # Formats it does not take are named: 415, saying what was sent and what is accepted.
+        named = {
+            "MP4/M4A": b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00" + bytes(4000),
+            "WMA": bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + bytes(4000),
+            "Ogg Opus": b"OggS\x00\x02" + bytes(20) + b"\x01\x13OpusHead\x01\x02" + bytes(4000),
+            "JPEG image": b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(4000),
+        }
+        for name, data in named.items():
+            response = client.post(
+                "/mood", content=data, headers={"content-type": "application/octet-stream"}
+            )
+            assert response.status_code == 415, (name, response.text)
+            assert name in response.json()["detail"] and "send WAV, FLAC" in response.json()["detail"]
+        aiff = io.BytesIO()
+        soundfile.write(aiff, 0.3 * np.sin(np.linspace(0, 2000 * np.pi, 44100 * 2)), 44100, format="AIFF")
+        accepted = client.post("/mood", content=aiff.getvalue(), headers={"content-type": "audio/aiff"})
+        assert accepted.status_code == 200, accepted.text
+        assert_mood(accepted.json())
         # Over the audio limit: sent in chunks (no content-length), refused once 200 MiB have arrived.
         too_big = client.post(
             "/mood",

@@ -125,6 +125,12 @@ def test_uploaded_midi_comes_back_as_audio_of_its_length(stack: Stack, tmp_path)
     assert multipart.status_code == 200, multipart.text
     assert multipart.headers["content-type"] == "audio/flac"
     assert_midi_length(multipart.content, seconds)
+    # `curl --data-binary @song.mid` labels the file form data; with no label it is just bytes.
+    for label in ("application/x-www-form-urlencoded", ""):
+        with stack.client() as client:
+            unlabelled = client.post("/download", content=path.read_bytes(), headers={"content-type": label})
+        assert unlabelled.status_code == 200, (label, unlabelled.text)
+        assert_midi_length(unlabelled.content, seconds)
 
 
 def test_job_progress_events_arrive_in_order_then_done(stack: Stack) -> None:

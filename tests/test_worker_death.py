@@ -183,3 +183,42 @@ async def test_a_job_whose_workers_all_die_is_reported_failed(tmp_path: Path) ->
         for process in (*exporters, api):
             _stop(process)
         _stop(nats_process)
+
+
+async def test_a_replica_on_another_blob_store_never_fails_a_job_as_bad_input(tmp_path: Path) -> None:
+    """An exporter configured with another blob store cannot read the job's MIDI: the job is retried
+    (a well-configured replica would take it), and with none it fails as an internal error naming
+    the cause, never as the user's bad input. A direct request with that reference is a 400."""
+    from tuneforge.infra.jetstream import consumer_definition
+
+    nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
+    misconfigured = start_exporter(nats_url, tmp_path / "elsewhere")
+    try:
+        nc = await nats.connect(nats_url)
+        await wait_for_instances(nc, "tuneforge-exporter", 1)
+        js = nc.jetstream()
+        store = open_blob_store("", tmp_path)
+        midi = await store.put_bytes(score_to_midi(dense_piece(2.0, 1)), "midi", "mid", "audio/midi")
+
+        reply = await nc.request("tuneforge.export", msgspec.json.encode({"midi": midi}), timeout=30)
+        assert reply.headers and reply.headers["Nats-Service-Error-Code"] == "400"
+        assert "no blob" in reply.headers["Nats-Service-Error"]
+
+        job_id = str(uuid.uuid4())
+        events = await js.subscribe(f"tuneforge.events.{job_id}", ordered_consumer=True)
+        job = ExportJob(job_id=job_id, midi=midi, options=RenderOptions(sample_rate_hz=22050))
+        await js.publish("tuneforge.jobs.export", msgspec.json.encode(job))
+        attempts, final = 0, None
+        while final is None:  # back-off between tries: 2, 4, 8 s
+            event = json.loads((await events.next_msg(timeout=40)).data)
+            if event["event"] == "progress" and event["percent"] == 0:
+                attempts += 1
+            elif event["event"] in ("done", "failed"):
+                final = event
+        assert attempts == consumer_definition("exporter")["max_deliver"]
+        assert final["event"] == "failed" and final["error"]["code"] == 500, final
+        assert "TUNEFORGE_BLOB_URL" in final["error"]["message"] and "no blob" in final["error"]["message"]
+        await nc.drain()
+    finally:
+        _stop(misconfigured)
+        _stop(nats_process)

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from tuneforge.actors.converter.convert import score_to_midi
-from tuneforge.actors.runtime import WORKER_ID, ActorSpec, BadInput, EventPublisher, run_actor
+from tuneforge.actors.runtime import WORKER_ID, ActorSpec, BadInput, EventPublisher, UnreadableBlob, run_actor
 from tuneforge.contracts.jobs import MIDI_CONTENT_TYPE, ConvertJob, ConvertReply, ExportJob, jobs_subject
 from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
 from tuneforge.contracts.music import MusicError, Score, decode_music
@@ -59,7 +59,9 @@ class Converter:
         await events.progress(job.job_id, "converting", 0.0, WORKER_ID)
         try:
             score = decode_music(await self.blobs.read_bytes(job.score, max_bytes=MAX_UPLOAD_BYTES))
-        except (BlobNotFound, MusicError) as error:
+        except BlobNotFound as error:
+            raise UnreadableBlob(str(error)) from None
+        except MusicError as error:
             raise BadInput(str(error)) from None
         reply = await self.convert(score)
         await events.progress(job.job_id, "converting", 100.0, WORKER_ID)

@@ -26,6 +26,14 @@ from tuneforge.contracts.jobs import AudioFormat
 SOUNDFONT_FILES = {"fluidr3_gm": "FluidR3_GM.sf2", "timgm6mb": "TimGM6mb.sf2"}
 BLOCK_FRAMES = 4096
 MAX_TAIL_SECONDS = 15.0  # after the music's end, a tail never runs longer than this
+# After the music's end the tail stops once it has stayed this far under the render's peak (and
+# under -60 dBFS) for TAIL_QUIET_SECONDS: FluidSynth keeps dying voices alive down to about
+# -100 dB, which padded files with seconds of inaudible reverb.
+TAIL_QUIET_DB = -60.0
+TAIL_QUIET_SECONDS = 0.5
+# A render that stops before this fraction of the music's length lost the music (the MIDI reader
+# gave up part-way): an error, not a short file.
+MIN_RENDERED_FRACTION = 0.5
 FLUID_PLAYER_PLAYING = 1
 FLUID_OK = 0
 
@@ -190,8 +198,11 @@ class Renderer:
                     out_path, "w", samplerate=sample_rate_hz, channels=2, format=container, subtype=subtype
                 ) as out:
                     released = False
+                    peak = 0.0
+                    quiet_frames = 0
+                    tail_quiet_frames = int(TAIL_QUIET_SECONDS * sample_rate_hz)
                     while _lib.fluid_player_get_status(player) == FLUID_PLAYER_PLAYING:
-                        if frames >= max_frames:
+                        if frames >= max_frames or quiet_frames >= tail_quiet_frames:
                             break
                         if not released and frames >= expected_frames:
                             _release_everything(synth_ptr)
@@ -207,6 +218,13 @@ class Renderer:
                         np.clip(block, -1.0, 1.0, out=block)
                         out.write(block.reshape(-1, 2))
                         frames += BLOCK_FRAMES
+                        block_peak = float(np.abs(block).max())
+                        if not released:
+                            peak = max(peak, block_peak)
+                        elif block_peak < min(peak, 1.0) * 10 ** (TAIL_QUIET_DB / 20):
+                            quiet_frames += BLOCK_FRAMES
+                        else:
+                            quiet_frames = 0
                         if on_progress is not None:
                             percent = min(99.0, 100.0 * frames / expected_frames)
                             if percent - last_percent >= 1.0:
@@ -216,4 +234,9 @@ class Renderer:
                 _lib.fluid_player_stop(player)
                 _lib.delete_fluid_player(player)  # the player goes before its synth is reused
                 _lib.fluid_synth_system_reset(synth_ptr)
+        if expected_seconds >= 1.0 and frames < MIN_RENDERED_FRACTION * expected_frames:
+            raise RenderError(
+                f"the synthesizer stopped after {frames / sample_rate_hz:.2f} s of a "
+                f"{expected_seconds:.1f}-s piece: it could not read the whole MIDI file"
+            )
         return RenderResult(frames, sample_rate_hz, time.perf_counter() - started)

@@ -23,6 +23,7 @@ from tuneforge.actors.runtime import (
     BadInput,
     EventPublisher,
     ProgressReporter,
+    UnreadableBlob,
     run_actor,
     scratch_file,
 )
@@ -36,7 +37,7 @@ from tuneforge.contracts.jobs import (
     jobs_subject,
 )
 from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES
-from tuneforge.contracts.midi import MidiError, inspect_midi, playable_midi
+from tuneforge.contracts.midi import MidiError, inspect_midi, renderable_midi
 from tuneforge.settings import Settings
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
 
@@ -65,9 +66,11 @@ class Exporter:
         self, request: ExportRequest, on_progress: Callable[[float], None] | None = None
     ) -> ExportReply:
         try:
-            midi = playable_midi(await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES))
+            midi = renderable_midi(await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES))
             expected_seconds = inspect_midi(midi, MAX_DURATION_SECONDS)
-        except (BlobNotFound, MidiError, ValueError) as error:
+        except BlobNotFound as error:
+            raise UnreadableBlob(str(error)) from None
+        except (MidiError, ValueError) as error:
             raise BadInput(str(error)) from None
         async with scratch_file(self.work_dir, f".{request.format}") as out_path:
             async with self._slots:

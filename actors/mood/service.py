@@ -28,6 +28,7 @@ from tuneforge.actors.runtime import (
     BadInput,
     EventPublisher,
     ProgressReporter,
+    UnreadableBlob,
     run_actor,
     scratch_file,
 )
@@ -67,7 +68,9 @@ class MoodAnalyzer:
             midi = (
                 await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES) if request.midi else None
             )
-        except (BlobNotFound, ValueError) as error:
+        except BlobNotFound as error:
+            raise UnreadableBlob(str(error)) from None
+        except ValueError as error:
             raise BadInput(str(error)) from None
         key = f"{request.audio.sha256}:{request.midi.sha256 if request.midi else '-'}"
         suffix = PurePosixPath(urlparse(request.audio.uri).path).suffix[:8] or ".audio"
@@ -75,7 +78,7 @@ class MoodAnalyzer:
             try:
                 await self.blobs.download_to(request.audio, path)
             except BlobNotFound as error:
-                raise BadInput(str(error)) from None
+                raise UnreadableBlob(str(error)) from None
             if key in self._recent:
                 self._recent.move_to_end(key)
                 return self._recent[key]

@@ -131,6 +131,14 @@
     return isNum(segment.confidence) && segment.confidence === 0;
   }
 
+  // Audio with no sound at all (silence, or a hiss far below the music's level): the API gives it
+  // even odds, valence and arousal 0 and confidence 0, and its tempo and key mean nothing.
+  function isNoMood(mood) {
+    if (!mood || mood.confidence !== 0 || mood.valence !== 0 || mood.arousal !== 0) return false;
+    const odds = mood.probabilities && typeof mood.probabilities === "object" ? Object.values(mood.probabilities) : [];
+    return odds.length > 0 && odds.every((p) => isNum(p) && Math.abs(p - 0.25) < 1e-3);
+  }
+
   function fmt(value, digits = 2) {
     return isNum(value) ? value.toFixed(digits) : "–";
   }
@@ -138,6 +146,26 @@
   function signed(value, digits = 2) {
     if (!isNum(value)) return "–";
     return (value >= 0 ? "+" : "−") + Math.abs(value).toFixed(digits);
+  }
+
+  /** A number with a typographic minus sign (−18.5, not -18.5). */
+  function minus(value, digits = 1) {
+    return fmt(value, digits).replace(/^-/, "−");
+  }
+
+  /** A time as m:ss, or h:mm:ss from an hour up. */
+  function clock(seconds) {
+    const whole = Math.max(0, Math.round(seconds));
+    const h = Math.floor(whole / 3600);
+    const m = Math.floor((whole % 3600) / 60);
+    const s = String(whole % 60).padStart(2, "0");
+    return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+  }
+
+  /** A stretch of a piece: in seconds for short pieces, as clock times for a minute or more. */
+  function timeSpan(start, end, total) {
+    if (isNum(total) && total >= 60) return `${clock(start)}–${clock(end)}`;
+    return `${fmt(start, 1)}–${fmt(end, 1)} s`;
   }
 
   /** Milliseconds since the epoch from unix seconds, unix milliseconds or an ISO 8601 string. */
@@ -945,15 +973,23 @@
   // Mood view
   // ---------------------------------------------------------------------------------------------
 
+  /** The level the API reports for digital silence (its floor for `loudness_db`). */
+  const SILENCE_FLOOR_DB = -120;
+  /** Features that mean nothing for audio with no sound: shown as a dash. */
+  const NO_SOUND_FEATURES = new Set(["tempo_bpm", "key", "mode", "key_confidence", "brightness_hz", "tempo_source"]);
+  const NO_VALUE = "—";
+  /** The list under the mood-over-time strip shows this many stretches until asked for all. */
+  const TIMELINE_LIST_LIMIT = 40;
+
   const FEATURE_NAMES = {
     tempo_bpm: ["Tempo", (v) => `${fmt(v, 0)} bpm`],
     key: ["Key", (v) => String(v)],
     mode: ["Mode", (v) => String(v)],
-    loudness_db: ["Loudness", (v) => `${fmt(v, 1)} dB`],
+    loudness_db: ["Loudness", (v) => (v <= SILENCE_FLOOR_DB ? `silent (below −${-SILENCE_FLOOR_DB} dB)` : `${minus(v)} dB`)],
     brightness_hz: ["Brightness", (v) => `${fmt(v, 0)} Hz`],
     note_density_per_s: ["Note density", (v) => `${fmt(v, 1)} notes/s`],
     onset_rate_per_s: ["Onset rate", (v) => `${fmt(v, 2)} /s`],
-    dynamic_range_db: ["Dynamic range", (v) => `${fmt(v, 1)} dB`],
+    dynamic_range_db: ["Dynamic range", (v) => `${minus(v)} dB`],
     key_confidence: ["Key confidence", (v) => `${Math.round(v * 100)}%`],
     tempo_source: ["Tempo from", (v) => String(v)],
   };
@@ -967,16 +1003,22 @@
       .replace(/^./, (c) => c.toUpperCase());
   }
 
-  function featureRows(features) {
+  /** [name, text] rows for the features; `noSound`: the audio has none, so no tempo, key… */
+  function featureRows(features, noSound = false) {
     const items = [];
     if (!features || typeof features !== "object") return items;
     const f = features;
     // Key and mode read best together.
-    if (f.key !== undefined && f.key !== null) {
+    if (noSound && (f.key !== undefined || f.mode !== undefined)) items.push(["Key", NO_VALUE]);
+    else if (f.key !== undefined && f.key !== null) {
       items.push(["Key", f.mode ? `${f.key} ${f.mode}` : String(f.key)]);
     } else if (f.mode) items.push(["Mode", String(f.mode)]);
     for (const [key, value] of Object.entries(f)) {
       if (key === "key" || key === "mode") continue;
+      if (noSound && NO_SOUND_FEATURES.has(key)) {
+        items.push([FEATURE_NAMES[key] ? FEATURE_NAMES[key][0] : featureLabel(key), NO_VALUE]);
+        continue;
+      }
       if (value === null || value === undefined) {
         if (FEATURE_NAMES[key]) items.push([FEATURE_NAMES[key][0], "n/a"]);
         continue;
@@ -1035,7 +1077,9 @@
     const timeline = Array.isArray(mood.timeline)
       ? mood.timeline.filter((s) => isNum(s.valence) && isNum(s.arousal) && !isRest(s))
       : [];
-    if (timeline.length > 1) {
+    // A long piece has hundreds of windows: small dots, and no trail scribbled between them.
+    const dense = timeline.length > 60;
+    if (timeline.length > 1 && !dense) {
       const points = timeline.map((s) => `${x(s.valence).toFixed(1)},${y(s.arousal).toFixed(1)}`).join(" ");
       chart.append(svg("polyline", { points, class: "trail" }));
     }
@@ -1043,8 +1087,8 @@
       chart.append(
         svg(
           "circle",
-          { cx: x(segment.valence), cy: y(segment.arousal), r: 3, class: `trail-dot m-${segment.label || "none"}` },
-          svg("title", {}, `${fmt(segment.start_seconds, 1)}–${fmt(segment.end_seconds, 1)} s: ${segment.label || ""}`),
+          { cx: x(segment.valence), cy: y(segment.arousal), r: dense ? 1.5 : 3, class: `trail-dot m-${segment.label || "none"}` },
+          svg("title", {}, `${timeSpan(segment.start_seconds, segment.end_seconds, mood.duration_seconds)}: ${segment.label || ""}`),
         ),
       );
       if (index === 0) chart.lastChild.classList.add("first");
@@ -1059,6 +1103,41 @@
     return chart;
   }
 
+  /** Neighbouring windows with the same label (or all silent) joined into stretches. */
+  function moodStretches(segments, total) {
+    const stretches = [];
+    segments.forEach((segment, index) => {
+      const start = isNum(segment.start_seconds) ? segment.start_seconds : (index * total) / segments.length;
+      const end = isNum(segment.end_seconds) ? segment.end_seconds : ((index + 1) * total) / segments.length;
+      const rest = isRest(segment);
+      const kind = rest ? "none" : segment.label || "none";
+      const last = stretches[stretches.length - 1];
+      if (last && last.kind === kind && last.rest === rest) {
+        last.end = end;
+        last.windows.push(segment);
+      } else {
+        stretches.push({ kind, rest, start, end, windows: [segment] });
+      }
+    });
+    return stretches;
+  }
+
+  /** What a stretch was: "silence (no mood)", "calm (valence +0.40, arousal −0.31)", "sad (7 parts; …)". */
+  function stretchWords(stretch) {
+    const count = stretch.windows.length;
+    if (stretch.rest) return ["silence", count > 1 ? ` (no mood, ${count} parts)` : " (no mood)"];
+    const label = stretch.windows[0].label || "?";
+    if (count === 1) {
+      const only = stretch.windows[0];
+      return [label, ` (valence ${signed(only.valence)}, arousal ${signed(only.arousal)})`];
+    }
+    const mean = (key) => {
+      const values = stretch.windows.map((w) => w[key]).filter(isNum);
+      return values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
+    };
+    return [label, ` (${count} parts; average valence ${signed(mean("valence"))}, arousal ${signed(mean("arousal"))})`];
+  }
+
   function moodTimeline(mood) {
     const segments = Array.isArray(mood.timeline) ? mood.timeline : [];
     if (!segments.length) {
@@ -1068,51 +1147,60 @@
       (isNum(mood.duration_seconds) && mood.duration_seconds > 0 ? mood.duration_seconds : null) ||
       Math.max(...segments.map((s) => (isNum(s.end_seconds) ? s.end_seconds : 0))) ||
       segments.length;
+    const stretches = moodStretches(segments, total);
+
+    // The strip: one part per stretch, however many windows the piece has. Parts too narrow for a
+    // separator go without one, so a long piece is colour, not a row of borders.
     const bar = el("div", { class: "timeline-bar", "aria-hidden": "true" });
-    segments.forEach((segment, index) => {
-      const start = isNum(segment.start_seconds) ? segment.start_seconds : (index * total) / segments.length;
-      const end = isNum(segment.end_seconds) ? segment.end_seconds : ((index + 1) * total) / segments.length;
-      const width = Math.max(0, ((end - start) / total) * 100);
-      const rest = isRest(segment);
+    for (const stretch of stretches) {
+      const width = Math.max(0, ((stretch.end - stretch.start) / total) * 100);
+      const [word, detail] = stretchWords(stretch);
       bar.append(
         el(
           "span",
           {
-            class: `seg m-${rest ? "none" : segment.label || "none"}`,
+            class: `seg m-${stretch.kind}${width < 1.5 ? " thin" : ""}`,
             style: `width:${width.toFixed(3)}%`,
-            title: rest
-              ? `${fmt(start, 1)}–${fmt(end, 1)} s: silence (no mood)`
-              : `${fmt(start, 1)}–${fmt(end, 1)} s: ${segment.label || "?"} (valence ${signed(segment.valence)}, arousal ${signed(segment.arousal)})`,
+            title: `${timeSpan(stretch.start, stretch.end, total)}: ${word}${detail}`,
           },
-          width > 12 ? (rest ? "silence" : segment.label || "") : "",
-        ),
-      );
-    });
-    const list = el("ol", { class: "timeline-list" });
-    for (const segment of segments) {
-      const rest = isRest(segment);
-      list.append(
-        el(
-          "li",
-          {},
-          `${fmt(segment.start_seconds, 1)}–${fmt(segment.end_seconds, 1)} s: `,
-          el("strong", {}, rest ? "silence" : segment.label || "?"),
-          rest ? " (no mood)" : ` (valence ${signed(segment.valence)}, arousal ${signed(segment.arousal)})`,
+          width > 12 ? word : "",
         ),
       );
     }
+
+    // The same as a list, for reading and for screen readers: a long piece shows its first
+    // stretches, and the rest on request.
+    const list = el("ol", { class: "timeline-list" });
+    const item = (stretch) => {
+      const [word, detail] = stretchWords(stretch);
+      return el("li", { tabindex: "-1" }, `${timeSpan(stretch.start, stretch.end, total)}: `, el("strong", {}, word), detail);
+    };
+    list.append(...stretches.slice(0, TIMELINE_LIST_LIMIT).map(item));
+    let more = null;
+    if (stretches.length > TIMELINE_LIST_LIMIT) {
+      more = el("button", { type: "button", class: "ghost small show-all" }, `Show all ${stretches.length} stretches`);
+      more.addEventListener("click", () => {
+        const rest = stretches.slice(list.children.length).map(item);
+        list.append(...rest);
+        more.hidden = true;
+        if (rest.length) rest[0].focus();
+      });
+    }
+    const joined = stretches.length < segments.length;
+    const plural = (count, word, many = `${word}s`) => `${count} ${count === 1 ? word : many}`;
+    const summary = `Mood over time as a list (${plural(segments.length, "part")}${joined ? ` in ${plural(stretches.length, "stretch", "stretches")}` : ""})`;
     const axis = el(
       "div",
       { class: "timeline-axis", "aria-hidden": "true" },
-      el("span", {}, "0 s"),
-      el("span", {}, `${fmt(total, 1)} s`),
+      el("span", {}, total >= 60 ? "0:00" : "0 s"),
+      el("span", {}, total >= 60 ? clock(total) : `${fmt(total, 1)} s`),
     );
     return el(
       "div",
       { class: "timeline" },
       bar,
       axis,
-      el("details", { class: "timeline-details" }, el("summary", {}, `Mood over time (${segments.length} parts)`), list),
+      el("details", { class: "timeline-details" }, el("summary", {}, summary), list, more),
     );
   }
 
@@ -1135,7 +1223,9 @@
       "p",
       { class: "mood-numbers" },
       `Valence ${signed(mood.valence)} · Arousal ${signed(mood.arousal)}`,
-      isNum(mood.duration_seconds) ? ` · ${fmt(mood.duration_seconds, 1)} s analysed` : "",
+      isNum(mood.duration_seconds)
+        ? ` · ${mood.duration_seconds >= 60 ? clock(mood.duration_seconds) : `${fmt(mood.duration_seconds, 1)} s`} analysed`
+        : "",
     );
 
     const probs = el("ul", { class: "probs", "aria-label": "Probability of each mood" });
@@ -1154,11 +1244,19 @@
       );
     }
 
+    const noSound = isNoMood(mood);
     const features = el("dl", { class: "features" });
-    for (const [name, value] of featureRows(mood.features)) features.append(el("div", {}, el("dt", {}, name), el("dd", {}, value)));
+    for (const [name, value] of featureRows(mood.features, noSound)) features.append(el("div", {}, el("dt", {}, name), el("dd", {}, value)));
 
-    container.append(
+    const parts = [
       head,
+      noSound
+        ? el(
+            "p",
+            { class: "muted no-mood" },
+            "No sound to read a mood from: silence gets even odds, valence and arousal 0 (so it sits at calm) and 0% confidence.",
+          )
+        : null,
       el(
         "div",
         { class: "mood-body" },
@@ -1176,7 +1274,8 @@
               .join(" · "),
           )
         : null,
-    );
+    ];
+    container.append(...parts.filter(Boolean));
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1658,8 +1757,23 @@
   $("refresh-jobs").addEventListener("click", loadJobs);
 
   // ---------------------------------------------------------------------------------------------
-  // Upload an audio file for its mood
+  // Upload an audio (or MIDI) file for its mood
   // ---------------------------------------------------------------------------------------------
+
+  /** The MIDI file last analysed, offered for rendering as a job (null when the upload was audio). */
+  let uploadedMidi = null;
+
+  /** A Standard MIDI File (or an RIFF .rmi wrapping one), told by its first bytes, else by its name. */
+  async function isMidiFile(file) {
+    try {
+      const head = new Uint8Array(await file.slice(0, 12).arrayBuffer());
+      const text = String.fromCharCode(...head);
+      if (text.startsWith("MThd") || (text.startsWith("RIFF") && text.slice(8, 12) === "RMID")) return true;
+    } catch {
+      /* unreadable here: let the name decide, and the server have the last word */
+    }
+    return /\.(midi?|rmi)$/i.test(file.name) || /midi/i.test(file.type);
+  }
 
   $("upload-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -1667,25 +1781,65 @@
     const file = input.files && input.files[0];
     showMessage($("upload-error"), "");
     $("upload-mood").replaceChildren();
+    $("upload-midi").hidden = true;
+    uploadedMidi = null;
     if (!file) {
-      showMessage($("upload-error"), "Choose an audio file first.");
+      showMessage($("upload-error"), "Choose an audio or MIDI file first.");
       input.focus();
       return;
     }
     const button = $("upload-submit");
     button.disabled = true;
-    $("upload-status").textContent = `Analysing ${file.name}…`;
+    const midi = await isMidiFile(file);
+    $("upload-status").textContent = midi ? `Rendering and analysing ${file.name}…` : `Analysing ${file.name}…`;
     try {
       const form = new FormData();
       form.append("file", file, file.name);
       const mood = await api("/mood", { method: "POST", body: form });
-      $("upload-status").textContent = `Mood of ${file.name}: ${mood && mood.label ? mood.label : "unknown"}`;
+      $("upload-status").textContent = isNoMood(mood)
+        ? `${file.name} is silent (or nearly): it has no mood`
+        : `Mood of ${file.name}: ${mood && mood.label ? mood.label : "unknown"}`;
       renderMood($("upload-mood"), mood);
+      if (midi) {
+        uploadedMidi = file;
+        $("upload-midi").hidden = false;
+      }
     } catch (error) {
       $("upload-status").textContent = "";
       showMessage($("upload-error"), describeError(error, `Analysing ${file.name}`));
     } finally {
       button.disabled = false;
+    }
+  });
+
+  // Another file chosen: the offer to render the analysed MIDI file would now read as this one's.
+  $("mood-file").addEventListener("change", () => {
+    $("upload-midi").hidden = true;
+    uploadedMidi = null;
+  });
+
+  // An uploaded MIDI file rendered as a job, like the grid: followed live, then played and downloaded.
+  $("upload-render").addEventListener("click", async () => {
+    const file = uploadedMidi;
+    if (!file) return;
+    const button = $("upload-render");
+    const label = button.textContent;
+    button.disabled = true;
+    button.textContent = "Sending…";
+    showMessage($("upload-error"), "");
+    try {
+      const options = renderOptions();
+      const query = new URLSearchParams(Object.entries(options).map(([key, value]) => [key, String(value)]));
+      const reply = await api(`/jobs?${query}`, { method: "POST", headers: { "content-type": "audio/midi" }, body: file });
+      if (!reply || !reply.id) throw new Error("the server did not return a job id");
+      await openJob(reply.id, { push: true, initial: null });
+      loadJobs();
+      $("job").scrollIntoView({ behavior: "smooth", block: "start" });
+    } catch (error) {
+      showMessage($("upload-error"), describeError(error, `Rendering ${file.name}`));
+    } finally {
+      button.disabled = false;
+      button.textContent = label;
     }
   });
 

@@ -6,6 +6,7 @@ screenshot of each state in test-artifacts/screenshots/.
 
 from __future__ import annotations
 
+import base64
 import io
 import itertools
 import json
@@ -130,6 +131,8 @@ def assert_mood_shown(page: Any, container: str, *, timeline: bool = False) -> s
     # features and the timeline
     features = " ".join(page.locator(f"{container} .features dt").all_text_contents())
     assert "Tempo" in features and "Key" in features, features
+    words = page.locator(container).inner_text()
+    assert "null" not in words and "undefined" not in words and "NaN" not in words, words
     # the mood over time: coloured parts (audio shorter than one analysis window has none: say so)
     parts = page.locator(f"{container} .timeline .seg").count()
     if timeline:
@@ -310,13 +313,18 @@ def test_the_silence_after_the_music_is_shown_as_silence(browser_page: Any, tmp_
     page = browser_page
     page.goto("/")
     page.set_input_files("#mood-file", str(sine_wav(tmp_path / "then-rest.wav", then_silence_seconds=12.0)))
-    page.click("#upload-submit")
+    with page.expect_response(lambda r: r.url.endswith("/mood") and r.request.method == "POST") as info:
+        page.click("#upload-submit")
     assert_mood_shown(page, "#upload-mood", timeline=True)
-    # 18 s: windows from 0, 5, 10 and 15 s; the last two have no sound of their own
+    # 18 s: windows from 0, 5, 10 and 15 s; the last two have no sound of their own, and are
+    # shown as one silent stretch (neighbouring windows with the same mood are one part)
+    timeline = info.value.json()["timeline"]
+    assert [w["confidence"] == 0 for w in timeline] == [False, False, True, True], timeline
     segments = page.locator("#upload-mood .timeline .seg")
-    assert segments.count() == 4
-    assert page.locator("#upload-mood .timeline .seg.m-none").count() == 2
-    assert "silence" in segments.nth(3).get_attribute("title")
+    assert segments.count() == len(mood_runs(timeline))
+    rest = page.locator("#upload-mood .timeline .seg.m-none")
+    assert rest.count() == 1
+    assert rest.get_attribute("title").startswith("10.0–18.0 s: silence"), rest.get_attribute("title")
     assert "silence" not in segments.nth(0).get_attribute("title")
 
 
@@ -439,3 +447,399 @@ def test_step_count_preview_and_phone_width(new_page: Any, screenshot: Any) -> N
     page.click("#preview")
     assert page.get_attribute("#preview", "aria-pressed") == "false"
     screenshot(page, "11-phone-full")
+
+
+# --- acceptance sweep: long timelines, favicon, MIDI uploads, silence --------------------------
+
+
+def midi_file(tempo_bpm: int, notes: list[tuple[int, float, float]], program: int = 0) -> bytes:
+    """A type-0 Standard MIDI File (480 ticks per beat): (pitch, start_beats, duration_beats) notes."""
+
+    def vlq(value: int) -> bytes:
+        out = [value & 0x7F]
+        value >>= 7
+        while value:
+            out.append(0x80 | (value & 0x7F))
+            value >>= 7
+        return bytes(reversed(out))
+
+    tpq = 480
+    events: list[tuple[int, int, bytes]] = []  # (tick, order: offs before ons, bytes)
+    for pitch, start, duration in notes:
+        events.append((round(start * tpq), 1, bytes([0x90, pitch, 96])))
+        events.append((round((start + duration) * tpq), 0, bytes([0x80, pitch, 0])))
+    events.sort()
+    track = bytearray(b"\x00\xff\x51\x03" + (60_000_000 // tempo_bpm).to_bytes(3, "big"))
+    track += b"\x00" + bytes([0xC0, program])
+    now = 0
+    for tick, _, data in events:
+        track += vlq(tick - now) + data
+        now = tick
+    track += b"\x00\xff\x2f\x00"
+    return (
+        b"MThd" + struct.pack(">IHHH", 6, 0, 1, tpq) + b"MTrk" + struct.pack(">I", len(track)) + bytes(track)
+    )
+
+
+def mood_runs(timeline: list[dict[str, Any]]) -> list[tuple[str, float, float, int]]:
+    """Neighbouring windows with the same label (or all silent) as (kind, start, end, windows)."""
+    runs: list[tuple[str, float, float, int]] = []
+    for window in timeline:
+        kind = "none" if window["confidence"] == 0 else window["label"]
+        if runs and runs[-1][0] == kind:
+            last = runs[-1]
+            runs[-1] = (kind, last[1], window["end_seconds"], last[3] + 1)
+        else:
+            runs.append((kind, window["start_seconds"], window["end_seconds"], 1))
+    return runs
+
+
+def synthetic_mood(windows: int, seed: int = 7) -> dict[str, Any]:
+    """A Mood as the API shapes it, with `windows` 5-s windows in runs of one label (and rests)."""
+    rng = random.Random(seed)
+    sides = {"happy": (0.4, 0.3), "tense": (-0.4, 0.3), "sad": (-0.4, -0.3), "calm": (0.4, -0.3)}
+    quadrants = {"happy": "Q1", "tense": "Q2", "sad": "Q3", "calm": "Q4"}
+    features = {
+        "tempo_bpm": 112.0,
+        "key": "A",
+        "mode": "minor",
+        "key_confidence": 0.61,
+        "loudness_db": -18.5,
+        "dynamic_range_db": 14.2,
+        "brightness_hz": 1450.0,
+        "onset_rate_per_s": 2.4,
+        "note_density_per_s": None,
+        "tempo_source": "audio",
+    }
+    timeline: list[dict[str, Any]] = []
+    kind = "calm"
+    while len(timeline) < windows:
+        kind = rng.choice([k for k in ("happy", "tense", "sad", "calm", "none") if k != kind])
+        for _ in range(rng.choice([1, 1, 2, 3, 4, 6, 10, 20, 40])):
+            if len(timeline) == windows:
+                break
+            start = 5.0 * len(timeline)
+            if kind == "none":
+                window = {
+                    "label": "calm",
+                    "quadrant": "Q4",
+                    "valence": 0.0,
+                    "arousal": 0.0,
+                    "confidence": 0.0,
+                    "probabilities": dict.fromkeys(sides, 0.25),
+                }
+            else:
+                v, a = sides[kind]
+                window = {
+                    "label": kind,
+                    "quadrant": quadrants[kind],
+                    "valence": v + rng.uniform(-0.2, 0.2),
+                    "arousal": a + rng.uniform(-0.2, 0.2),
+                    "confidence": 0.55,
+                    "probabilities": {k: (0.7 if k == kind else 0.1) for k in sides},
+                }
+            timeline.append(
+                {"start_seconds": start, "end_seconds": start + 5.0, "features": features, **window}
+            )
+    return {
+        "label": "calm",
+        "quadrant": "Q4",
+        "valence": 0.21,
+        "arousal": -0.12,
+        "confidence": 0.48,
+        "probabilities": {"happy": 0.2, "tense": 0.12, "sad": 0.2, "calm": 0.48},
+        "features": features,
+        "duration_seconds": 5.0 * windows,
+        "timeline": timeline,
+        "sample_rate_hz": 44100,
+        "channels": 2,
+        "model": "synthetic",
+        "analysis_seconds": 12.0,
+    }
+
+
+def strip_pixels(page: Any, container: str) -> dict[str, Any]:
+    """The mood-over-time strip as drawn: its box, the colour of each mood's parts, and one row of
+    pixels through its middle (RGB triples, left to right), decoded in the page from a screenshot."""
+    bar = page.locator(f"{container} .timeline-bar")
+    bar.scroll_into_view_if_needed()
+    box = bar.bounding_box()
+    png = bar.screenshot()
+    row = page.evaluate(
+        """async (b64) => {
+          const img = new Image();
+          img.src = 'data:image/png;base64,' + b64;
+          await img.decode();
+          const canvas = document.createElement('canvas');
+          canvas.width = img.width; canvas.height = img.height;
+          const ctx = canvas.getContext('2d');
+          ctx.drawImage(img, 0, 0);
+          const data = ctx.getImageData(0, Math.floor(img.height / 2), img.width, 1).data;
+          const row = [];
+          for (let i = 0; i < data.length; i += 4) row.push([data[i], data[i + 1], data[i + 2]]);
+          return row;
+        }""",
+        base64.b64encode(png).decode(),
+    )
+    colours = page.evaluate(
+        """(container) => {
+          const rgb = (text) => (text.match(/\\d+/g) || []).slice(0, 3).map(Number);
+          const out = {};
+          for (const kind of ['happy', 'tense', 'sad', 'calm']) {
+            const seg = document.querySelector(`${container} .timeline-bar .seg.m-${kind}`);
+            if (seg) out[kind] = rgb(getComputedStyle(seg).backgroundColor);
+          }
+          const bar = document.querySelector(`${container} .timeline-bar`);
+          out.none = rgb(getComputedStyle(bar).backgroundColor);
+          return out;
+        }""",
+        container,
+    )
+    return {"box": box, "row": row, "colours": colours}
+
+
+def close_to(pixel: list[int], colour: list[int], tolerance: int = 4) -> bool:
+    return all(abs(p - c) <= tolerance for p, c in zip(pixel, colour, strict=True))
+
+
+def test_a_long_timeline_is_readable(browser_page: Any, screenshot: Any) -> None:
+    # A 59-minute piece: 708 five-second windows, as the sweep's upload had, in the upload panel.
+    page = browser_page
+    page.goto("/")
+    mood = synthetic_mood(708)
+    runs = mood_runs(mood["timeline"])
+    assert len(runs) > 60 and any(n == 1 for *_, n in runs), "the data should have many runs, some 1 window"
+    page.evaluate("(mood) => window.TuneForge.renderMood(document.getElementById('upload-mood'), mood)", mood)
+
+    # neighbouring windows with one label are one part of the strip, titled with its span and label
+    segments = page.locator("#upload-mood .timeline-bar .seg")
+    assert segments.count() == len(runs)
+    titles = segments.evaluate_all("(nodes) => nodes.map((n) => n.getAttribute('title'))")
+    assert titles[0].startswith("0:00–"), titles[0]
+    assert "59:00" in titles[-1], titles[-1]
+    for title, (kind, *_rest) in zip(titles, runs, strict=True):
+        assert ("silence" if kind == "none" else kind) in title, (title, kind)
+    long_run = next(i for i, run in enumerate(runs) if run[3] >= 10 and run[0] != "none")
+    assert f"{runs[long_run][3]} parts" in titles[long_run], titles[long_run]
+
+    # the strip is drawn: every part inside the bar, the parts filling it, each long run in its colour
+    boxes = segments.evaluate_all("(nodes) => nodes.map((n) => n.getBoundingClientRect().toJSON())")
+    strip = strip_pixels(page, "#upload-mood")
+    bar = strip["box"]
+    assert boxes[-1]["right"] == pytest.approx(bar["x"] + bar["width"], abs=1.5), (boxes[-1], bar)
+    assert sum(b["width"] for b in boxes) == pytest.approx(bar["width"], abs=1.5)
+    total = mood["duration_seconds"]
+    row, colours = strip["row"], strip["colours"]
+    checked = 0
+    for kind, start, end, count in runs:
+        if count < 10:
+            continue
+        x = int((start + end) / 2 / total * len(row))
+        assert close_to(row[x], colours[kind]), f"{kind} {start}–{end} s drawn {row[x]}, not {colours[kind]}"
+        checked += 1
+    assert checked >= 5
+    sounding = sum((end - start) for kind, start, end, _ in runs if kind != "none") / total
+    coloured = sum(1 for pixel in row if any(close_to(pixel, colours[k]) for k in MOODS if k in colours))
+    assert coloured / len(row) >= 0.9 * sounding, (coloured, len(row), sounding)
+
+    # the list of parts: collapsed, limited at first, and all of it one button away
+    details = page.locator("#upload-mood .timeline-details")
+    assert "708" in details.locator("summary").text_content()
+    details.locator("summary").click()
+    items = details.locator(".timeline-list li")
+    shown = items.count()
+    assert 0 < shown < len(runs)
+    more = details.locator("button.show-all")
+    assert more.is_visible() and str(len(runs)) in more.text_content()
+    page.locator("#upload-mood .timeline").evaluate(
+        "(node) => { node.scrollIntoView({block: 'start'}); window.scrollBy(0, -60); }"
+    )
+    screenshot(page, "12-long-timeline", full_page=False)
+    more.click()
+    assert items.count() == len(runs)
+    assert not more.is_visible()
+    # keyboard users land on the first newly shown stretch
+    assert page.evaluate("() => document.activeElement.closest('.timeline-list li') !== null")
+    focused = page.evaluate(
+        "() => [...document.querySelectorAll('#upload-mood .timeline-list li')]"
+        ".indexOf(document.activeElement)"
+    )
+    assert focused == shown, (focused, shown)
+    assert "59:00" in items.last.text_content()
+
+
+def test_a_long_upload_gets_a_readable_timeline(browser_page: Any, screenshot: Any, tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    # 12 minutes of a quiet tone at 8 kHz mono (11 MB): 60 s of chords, 30 s of silence, 8 times
+    rate = 8000
+    amplitude = 0.05 + random.random() * 0.02  # a fresh file each run, not a cached mood
+    t = np.arange(60 * rate) / rate
+    chords = [
+        (261.63, 329.63, 392.0),
+        (220.0, 261.63, 329.63),
+        (174.61, 220.0, 261.63),
+        (196.0, 246.94, 293.66),
+    ]
+    which = (t // 0.5).astype(int) % len(chords)
+    music = np.zeros_like(t)
+    for index, freqs in enumerate(chords):
+        mask = which == index
+        music[mask] = sum(np.sin(2 * np.pi * f * t[mask]) for f in freqs)
+    music *= np.exp(-3 * (t % 0.5)) * amplitude / 3
+    cycle = np.concatenate([music, np.zeros(30 * rate)])
+    samples = (np.tile(cycle, 8) * 32767).astype("<i2")
+    path = tmp_path / "long-quiet.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+
+    page = browser_page
+    page.goto("/")
+    page.set_input_files("#mood-file", str(path))
+    is_mood = lambda r: r.url.endswith("/mood") and r.request.method == "POST"  # noqa: E731
+    with page.expect_response(is_mood, timeout=120_000) as info:
+        page.click("#upload-submit")
+    assert info.value.ok, info.value.text()[:300]
+    mood = info.value.json()
+    assert len(mood["timeline"]) >= 144  # 5-s windows from 0 s (the decoder may add a few samples)
+    assert_mood_shown(page, "#upload-mood", timeline=True)
+    runs = mood_runs(mood["timeline"])
+    segments = page.locator("#upload-mood .timeline-bar .seg")
+    assert segments.count() == len(runs) < len(mood["timeline"]) / 4
+    # each 30-s silence is one part, titled as silence
+    rests = page.locator("#upload-mood .timeline-bar .seg.m-none")
+    assert rests.count() == sum(1 for run in runs if run[0] == "none") == 8
+    assert all("silence" in t for t in rests.evaluate_all("(n) => n.map((s) => s.title)"))
+    boxes = segments.evaluate_all("(nodes) => nodes.map((n) => n.getBoundingClientRect().toJSON())")
+    bar = page.locator("#upload-mood .timeline-bar").bounding_box()
+    assert boxes[-1]["right"] == pytest.approx(bar["x"] + bar["width"], abs=1.5)
+    assert "12:00" in page.locator("#upload-mood .timeline-axis").text_content()
+    page.locator("#upload-mood .timeline").evaluate("(node) => node.scrollIntoView({block: 'center'})")
+    screenshot(page, "13-long-upload", full_page=False)
+
+
+def test_no_console_errors_or_missing_files_on_load(browser_page: Any, screenshot: Any) -> None:
+    page = browser_page
+    errors: list[str] = []
+    missing: list[tuple[int, str]] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("response", lambda r: missing.append((r.status, r.url)) if r.status >= 400 else None)
+    page.goto("/")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(500)  # a browser fetches the icon after the load
+    assert not missing, missing
+    assert not errors, errors
+    # Headless Chromium asks for no icon, a desktop browser does: the page's icon (its <link>, else
+    # /favicon.ico) must be there without a trip to the server, and be an image.
+    icon = page.evaluate(
+        """async () => {
+          const link = document.querySelector('link[rel~="icon"]');
+          const href = link ? link.href : new URL('/favicon.ico', location.href).href;
+          const img = new Image();
+          img.src = href;
+          try { await img.decode(); } catch { return {href, width: 0}; }
+          return {href, width: img.naturalWidth};
+        }"""
+    )
+    if not icon["href"].startswith("data:"):
+        response = page.request.get(icon["href"])
+        assert response.ok, (response.status, icon["href"])
+    assert icon["width"] > 0, icon
+    screenshot(page, "14-clean-load", full_page=False)
+
+
+def test_midi_upload_gets_its_mood_and_renders_as_a_job(
+    browser_page: Any, screenshot: Any, tmp_path: Path
+) -> None:
+    page = browser_page
+    page.goto("/")
+    label = page.locator("label[for='mood-file']").text_content()
+    assert "MIDI" in label, label
+    accept = page.get_attribute("#mood-file", "accept").split(",")
+    assert {".mid", ".midi", ".rmi", ".wav", ".flac", ".ogg", ".mp3"} <= set(accept), accept
+
+    # a 16-beat phrase (8 s or so): long enough for a timeline; a fresh tempo so it is new work
+    tempo = random.randint(100, 140)
+    phrase = [60, 64, 67, 72, 67, 64, 65, 69, 72, 77, 72, 69, 67, 71, 74, 79]
+    notes: list[tuple[int, float, float]] = [(pitch, beat, 0.9) for beat, pitch in enumerate(phrase)]
+    notes += [(48, beat, 3.9) for beat in range(0, 16, 4)]
+    path = tmp_path / "phrase.mid"
+    path.write_bytes(midi_file(tempo, notes, program=0))
+    page.set_input_files("#mood-file", str(path))
+    page.click("#upload-submit")
+    assert_mood_shown(page, "#upload-mood", timeline=True)
+    assert not page.locator("#upload-error").is_visible()
+    # analysed with its MIDI: the note density is known
+    features = dict(
+        zip(
+            page.locator("#upload-mood .features dt").all_text_contents(),
+            page.locator("#upload-mood .features dd").all_text_contents(),
+            strict=True,
+        )
+    )
+    assert "Note density" in features and "notes/s" in features["Note density"], features
+    page.locator("#upload").scroll_into_view_if_needed()
+    screenshot(page, "15-midi-upload-mood")
+
+    # and it can be rendered as a job: followed, playable, downloadable
+    render = page.locator("#upload-render")
+    assert render.is_visible()
+    render.click()
+    page.wait_for_url("**/?job=*", timeout=15_000)
+    wait_until_done(page)
+    assert_audio_playable(page)
+    midi = page.request.get(page.get_attribute("#dl-midi", "href"))
+    assert midi.ok and midi.body()[:4] == b"MThd"
+    assert_mood_shown(page, "#job-mood")
+    page.locator("#job").scroll_into_view_if_needed()
+    screenshot(page, "16-midi-rendered-as-job")
+
+
+def test_silence_has_no_tempo_or_key(browser_page: Any, screenshot: Any, tmp_path: Path) -> None:
+    page = browser_page
+    page.goto("/")
+
+    def upload(name: str, samples: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+        path = tmp_path / name
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(22050)
+            out.writeframes(samples)
+        page.set_input_files("#mood-file", str(path))
+        with page.expect_response(lambda r: r.url.endswith("/mood") and r.request.method == "POST") as info:
+            page.click("#upload-submit")
+        mood = info.value.json()
+        page.locator("#upload-mood .mood-label").wait_for()
+        shown = dict(
+            zip(
+                page.locator("#upload-mood .features dt").all_text_contents(),
+                page.locator("#upload-mood .features dd").all_text_contents(),
+                strict=True,
+            )
+        )
+        return mood, shown
+
+    # digital silence, a little over 8 s (a fresh length each run)
+    frames = int(22050 * (8 + random.random()))
+    mood, shown = upload("silence.wav", bytes(2 * frames))
+    assert mood["confidence"] == 0 and mood["valence"] == 0 and mood["arousal"] == 0, mood
+    assert mood["features"]["loudness_db"] <= -120, mood["features"]
+    assert shown["Tempo"] == "—" and shown["Key"] == "—", shown
+    assert "silent" in shown["Loudness"] and "−120" in shown["Loudness"], shown
+    assert "bpm" not in " ".join(shown.values())
+    assert page.locator("#upload-mood .no-mood").is_visible()
+    assert "silent" in page.locator("#upload-status").text_content()
+    page.locator("#upload").scroll_into_view_if_needed()
+    screenshot(page, "17-silence-no-mood")
+
+    # near silence: a hiss 80 dB down has no mood either, but its level is its own
+    rng = random.Random()
+    hiss = b"".join(struct.pack("<h", rng.randint(-4, 4)) for _ in range(22050 * 8))
+    mood, shown = upload("hiss.wav", hiss)
+    assert mood["confidence"] == 0 and set(mood["probabilities"].values()) == {0.25}, mood
+    assert -120 < mood["features"]["loudness_db"] < -60, mood["features"]
+    assert shown["Tempo"] == "—" and shown["Key"] == "—", shown
+    assert "dB" in shown["Loudness"] and "−120" not in shown["Loudness"], shown
