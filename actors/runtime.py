@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,8 @@ async def shut_down(service: Service, client: Client, timeout_s: float = 2.0) ->
     """
     try:
         await asyncio.wait_for(service.stop(), timeout_s)
+        # close() drops what is still buffered: the naks of jobs given back must reach the server.
+        await asyncio.wait_for(client.flush(), timeout_s)
     except Exception as error:  # the server is gone or slow
         log.warning("stopping the service: %s", type(error).__name__)
     finally:
@@ -199,6 +202,32 @@ class ProgressReporter:
 JobHandler = Callable[[Msg], Awaitable[None]]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def worker_dir(data_dir: Path, role: str) -> Path:
+    """This replica's own work folder, `<data>/work/<role>-<host>-<pid>`; the folders of this
+    host's replicas that died (killed mid-render, their partial files still there) are removed."""
+    host = socket.gethostname()
+    parent = data_dir / "work"
+    parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"{role}-{host}-"
+    for folder in parent.glob(f"{prefix}*"):
+        pid = folder.name[len(prefix) :]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    own = parent / f"{role}-{host}-{os.getpid()}"
+    own.mkdir(exist_ok=True)
+    return own
+
+
 @contextlib.asynccontextmanager
 async def scratch_file(work_dir: Path, suffix: str) -> AsyncIterator[Path]:
     """A temporary file in the actor's work folder, removed afterwards whatever happens."""
@@ -243,6 +272,23 @@ class ActorSpec:
 JobWork = Callable[[Msg, JetStreamContext, EventPublisher], Awaitable[None]]
 
 
+@dataclass
+class JobStats:
+    """What this replica's job consumer did: shown as the endpoint's `data` in `$SRV.STATS`
+    (`nats micro stats`), whose request counters see only direct requests, not the job queue."""
+
+    received: int = 0
+    done: int = 0  # handed on to the next stage, or finished
+    failed: int = 0  # reported failed: bad input, or the last delivery's error
+    retried: int = 0  # given back to the queue after an error, for any replica to try again
+    in_flight: int = 0
+    processing_seconds: float = 0.0
+    last_error: str = ""
+
+    def as_data(self) -> dict[str, object]:
+        return {"jobs": {**asdict(self), "processing_seconds": round(self.processing_seconds, 3)}}
+
+
 async def run_actor(
     spec: ActorSpec,
     nats_url: str,
@@ -257,8 +303,14 @@ async def run_actor(
     """
     client, js = await connect(nats_url, spec.service)
     events = EventPublisher(js)
+    job_stats = JobStats()
     service = await add_service(
-        client, name=spec.service, version=VERSION, description=spec.description, metadata=metadata or {}
+        client,
+        name=spec.service,
+        version=VERSION,
+        description=spec.description,
+        metadata=metadata or {},
+        stats_handler=lambda _endpoint: job_stats.as_data(),
     )
     await service.add_endpoint(
         name=spec.endpoint, subject=spec.subject, handler=micro_handler(handle_request)
@@ -269,7 +321,9 @@ async def run_actor(
         await handle_job(msg, js, events)
 
     try:
-        await run_consumer(js, spec.durable, handle, events, spec.stage, concurrency, asyncio.Event())
+        await run_consumer(
+            js, spec.durable, handle, events, spec.stage, concurrency, asyncio.Event(), job_stats
+        )
     finally:
         await shut_down(service, client)
 
@@ -282,6 +336,7 @@ async def run_consumer(
     stage: Stage,
     concurrency: int,
     stopping: asyncio.Event,
+    stats: JobStats | None = None,
 ) -> None:
     """Run `concurrency` supervised pull loops on a durable consumer until `stopping` is set.
 
@@ -292,20 +347,37 @@ async def run_consumer(
     spec = consumer_definition(durable)
     keep_alive_s = max(1.0, spec["ack_wait_seconds"] / 4)
     max_deliver = spec["max_deliver"]
+    stats = stats or JobStats()
 
     async def retry_or_fail(msg: Msg, message: str) -> None:
         job_id = job_id_of(msg.data)
+        stats.last_error = message[:300]
         if max_deliver > 0 and msg.metadata.num_delivered >= max_deliver:
+            stats.failed += 1
             if job_id:
                 await events.failed(job_id, stage, 500, message)
             await msg.term()
         else:
+            stats.retried += 1
             await msg.nak(delay=min(30.0, 2.0**msg.metadata.num_delivered))
 
     async def process(msg: Msg) -> None:
         heartbeat = asyncio.create_task(_keep_alive(msg, keep_alive_s))
+        stats.received += 1
+        stats.in_flight += 1
+        started = time.perf_counter()
         try:
             await handle(msg)
+            stats.done += 1
+        except asyncio.CancelledError:
+            # The replica is stopping: give the job back now, so another replica starts it at once
+            # instead of after the ack deadline.
+            heartbeat.cancel()  # an in-progress beat after the nak would hold the job here again
+            with contextlib.suppress(Exception):
+                # Redelivered after a second: at once, the server would hand it to this replica's own
+                # pending pull requests, which go with its connection.
+                await asyncio.wait_for(msg.nak(delay=1.0), 2.0)
+            raise
         except UnreadableBlob as error:
             log.error(
                 "%s: job %s: %s: is this replica's blob store the pipeline's?",
@@ -321,6 +393,8 @@ async def run_consumer(
         except (BadInput, msgspec.ValidationError, msgspec.DecodeError) as error:
             job_id = job_id_of(msg.data)
             log.warning("%s: job %s rejected: %s", durable, job_id, error)
+            stats.failed += 1
+            stats.last_error = str(error)[:300]
             if job_id:
                 await events.failed(job_id, stage, 400, str(error))
             await msg.term()
@@ -329,6 +403,8 @@ async def run_consumer(
             await retry_or_fail(msg, f"{type(error).__name__}: {error}")
         finally:
             heartbeat.cancel()
+            stats.in_flight -= 1
+            stats.processing_seconds += time.perf_counter() - started
 
     async def loop(worker: int) -> None:
         backoff = 0.5
@@ -351,4 +427,12 @@ async def run_consumer(
                 await asyncio.sleep(backoff)
                 backoff = min(10.0, backoff * 2)
 
-    await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    loops = [asyncio.create_task(loop(i)) for i in range(concurrency)]
+    try:
+        await asyncio.gather(*loops)
+    finally:
+        # Cancelled (the replica is stopping): let each loop give its job back before the caller
+        # closes the connection.
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)

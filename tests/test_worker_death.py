@@ -218,7 +218,74 @@ async def test_a_replica_on_another_blob_store_never_fails_a_job_as_bad_input(tm
         assert attempts == consumer_definition("exporter")["max_deliver"]
         assert final["event"] == "failed" and final["error"]["code"] == 500, final
         assert "TUNEFORGE_BLOB_URL" in final["error"]["message"] and "no blob" in final["error"]["message"]
+        # `nats micro stats` shows the consumer's work, which the request counters do not see.
+        await asyncio.sleep(0.5)
+        stats = json.loads((await nc.request("$SRV.STATS.tuneforge-exporter", b"", timeout=5)).data)
+        jobs = stats["endpoints"][0]["data"]["jobs"]
+        assert jobs["received"] == attempts and jobs["retried"] == attempts - 1 and jobs["failed"] == 1
+        assert jobs["done"] == 0 and jobs["in_flight"] == 0 and "TUNEFORGE_BLOB_URL" in jobs["last_error"]
         await nc.drain()
     finally:
         _stop(misconfigured)
+        _stop(nats_process)
+
+
+def test_a_dead_replicas_partial_files_are_removed_when_a_replica_starts(tmp_path: Path) -> None:
+    import socket
+
+    from tuneforge.actors.runtime import worker_dir
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its pid names a process that is gone, like a replica killed mid-render
+    host = socket.gethostname()
+    dead = tmp_path / "work" / f"exporter-{host}-{finished.pid}"
+    living = tmp_path / "work" / f"exporter-{host}-{os.getppid()}"  # pytest's parent is alive
+    other_host = tmp_path / "work" / f"exporter-elsewhere-{finished.pid}"  # not ours to judge
+    for folder in (dead, living, other_host):
+        folder.mkdir(parents=True)
+        (folder / "partial.wav").write_bytes(b"RIFF")
+    own = worker_dir(tmp_path, "exporter")
+    assert own == tmp_path / "work" / f"exporter-{host}-{os.getpid()}" and own.is_dir()
+    assert not dead.exists()
+    assert (living / "partial.wav").exists() and (other_host / "partial.wav").exists()
+
+
+@pytest.mark.slow
+async def test_a_stopped_exporter_gives_its_job_back_at_once(tmp_path: Path) -> None:
+    """SIGTERM mid-render (a scale-down, a deploy): the replica gives the job back and exits within
+    seconds; another replica starts it at once, not after the 15-s ack deadline."""
+    nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
+    replicas = {}
+    try:
+        for _ in range(2):
+            process = start_exporter(nats_url, tmp_path)
+            replicas[process.pid] = process
+        nc = await nats.connect(nats_url)
+        await wait_for_instances(nc, "tuneforge-exporter", 2)
+        js = nc.jetstream()
+        store = open_blob_store("", tmp_path)
+        midi = await store.put_bytes(score_to_midi(dense_piece(600.0, 12)), "midi", "mid", "audio/midi")
+        job_id = str(uuid.uuid4())
+        events = await js.subscribe(f"tuneforge.events.{job_id}", ordered_consumer=True)
+        job = ExportJob(job_id=job_id, midi=midi, options=RenderOptions(sample_rate_hz=22050))
+        await js.publish("tuneforge.jobs.export", msgspec.json.encode(job))
+        victim = None
+        while victim is None:
+            event = json.loads((await events.next_msg(timeout=30)).data)
+            if event["event"] == "progress" and event["stage"] == "rendering" and event["percent"] >= 5:
+                victim = int(event["detail"].rsplit(":", 1)[1])
+        stopped_at = time.monotonic()
+        os.kill(victim, signal.SIGTERM)
+        survivor = next(pid for pid in replicas if pid != victim)
+        while True:
+            event = json.loads((await events.next_msg(timeout=30)).data)
+            if event["event"] == "progress" and event["percent"] == 0:
+                assert int(event["detail"].rsplit(":", 1)[1]) == survivor
+                break
+        assert time.monotonic() - stopped_at < 8.0  # the ack deadline alone is 15 s
+        replicas[victim].wait(timeout=8.0)  # exited, not held by its render thread until killed
+        await nc.drain()
+    finally:
+        for process in replicas.values():
+            _stop(process)
         _stop(nats_process)

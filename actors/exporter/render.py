@@ -128,6 +128,7 @@ class Renderer:
         self.soundfont_dir = soundfont_dir
         self._idle: dict[tuple[str, int], list[_WarmSynth]] = {}
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # renders still running stop at their next block
 
     def soundfont_path(self, name: str) -> Path:
         path = self.soundfont_dir / SOUNDFONT_FILES[name]
@@ -157,6 +158,8 @@ class Renderer:
             self._idle[key].append(warm)
 
     def close(self) -> None:
+        """Free the synths; a render still running (its job given back) stops at its next block."""
+        self._closing.set()
         with self._lock:
             for synths in self._idle.values():
                 for warm in synths:
@@ -204,6 +207,8 @@ class Renderer:
                     while _lib.fluid_player_get_status(player) == FLUID_PLAYER_PLAYING:
                         if frames >= max_frames or quiet_frames >= tail_quiet_frames:
                             break
+                        if self._closing.is_set():
+                            raise RenderError("the renderer was closed: the exporter is stopping")
                         if not released and frames >= expected_frames:
                             _release_everything(synth_ptr)
                             released = True

@@ -26,6 +26,7 @@ from tuneforge.actors.runtime import (
     UnreadableBlob,
     run_actor,
     scratch_file,
+    worker_dir,
 )
 from tuneforge.contracts.jobs import (
     AUDIO_CONTENT_TYPES,
@@ -152,7 +153,7 @@ async def serve(settings: Settings, concurrency: int | None = None) -> None:
     blobs = open_blob_store(settings.blob_url, settings.data_dir)
     renderer = Renderer(settings.soundfont_dir)
     await asyncio.to_thread(renderer.warm_up)  # SoundFont load is a start-up cost, not a request cost
-    exporter = Exporter(blobs, renderer, settings.data_dir / "work" / f"exporter-{os.getpid()}")
+    exporter = Exporter(blobs, renderer, worker_dir(settings.data_dir, "exporter"))
     try:
         await run_actor(
             SPEC,

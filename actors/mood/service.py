@@ -31,6 +31,7 @@ from tuneforge.actors.runtime import (
     UnreadableBlob,
     run_actor,
     scratch_file,
+    worker_dir,
 )
 from tuneforge.contracts.jobs import JobResult, MoodJob
 from tuneforge.contracts.limits import MAX_MIDI_BYTES
@@ -127,7 +128,7 @@ async def serve(settings: Settings, concurrency: int = 1) -> None:
     log.info(
         "mood model %s loaded and librosa warmed up in %.1f s", model.version, time.perf_counter() - started
     )
-    analyzer = MoodAnalyzer(blobs, model, settings.data_dir / "work" / f"mood-{os.getpid()}")
+    analyzer = MoodAnalyzer(blobs, model, worker_dir(settings.data_dir, "mood"))
     try:
         # The model's version is advertised so that the API can key its cached moods by it.
         await run_actor(
