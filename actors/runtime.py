@@ -112,7 +112,11 @@ def micro_handler(work: Callable[[bytes], Awaitable[msgspec.Struct]]) -> Callabl
     async def handle(request: Request) -> None:
         try:
             reply = await work(request.data)
-        except (BadInput, msgspec.ValidationError, msgspec.DecodeError) as error:
+        except msgspec.ValidationError as error:  # before DecodeError: it is one
+            raise ServiceError("400", f"invalid request: {error}") from None
+        except msgspec.DecodeError as error:
+            raise ServiceError("400", f"malformed JSON: {error}") from None
+        except BadInput as error:
             raise ServiceError("400", str(error)) from None
         except RecursionError:  # msgspec's answer to JSON nested thousands deep
             raise ServiceError("400", "malformed JSON: nested too deeply") from None

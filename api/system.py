@@ -78,6 +78,8 @@ async def clear_cache(request: Request[Any, Any, Any], backend: Backend) -> dict
             given = msgspec.json.decode(await request.body() or b"{}", type=ClearCacheBody).password
         except msgspec.MsgspecError as error:
             raise ClientException(f'expected a JSON body {{"password": "…"}} or a form: {error}') from None
+    if not given:
+        raise NotAuthorizedException('no password given: send {"password": "…"} as JSON or a form field')
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), expected.encode()):
         raise NotAuthorizedException("wrong password")
     await backend.cache.clear()

@@ -206,6 +206,8 @@ def test_repeat_request_is_answered_from_the_cache(stack: Stack) -> None:
             assert [e["event"] for e in read_sse(response)] == ["done"]
         # Clearing the cache needs the password; then the same score renders again.
         assert client.post("/clearcache", json={"password": "wrong"}).status_code == 401
+        missing = client.post("/clearcache")
+        assert missing.status_code == 401 and "no password given" in missing.json()["detail"]
         assert client.post("/clearcache", data={"password": "test-secret"}).status_code == 200
         third = client.post("/jobs", json=score).json()
         assert third["status"] == "queued" and wait_done(client, third["id"])["from_cache"] is False
