@@ -101,8 +101,24 @@ class Backend:
 
     async def start(self) -> None:
         await self.db.create_schema()
+
+        async def on_error(error: Exception) -> None:  # one line, not nats-py's default traceback
+            log.warning("nats: %s", str(error) or type(error).__name__)
+
+        async def on_disconnect() -> None:
+            log.warning("nats: disconnected")
+
+        async def on_reconnect() -> None:
+            log.info("nats: reconnected")
+
         self.nc = await nats.connect(
-            self.settings.nats_url, name="tuneforge-api", max_reconnect_attempts=-1, reconnect_time_wait=0.5
+            self.settings.nats_url,
+            name="tuneforge-api",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
         )
         self.js = self.nc.jetstream(timeout=10)
         await apply_definitions(self.js)
@@ -119,8 +135,13 @@ class Backend:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self.nc is not None:
+            # Flush, then close: drain() can wait its full 30 s on the event recorder's pull
+            # subscription (nats-py drops a late 408 without marking it done); the recorder is
+            # stopped already, and an event it did not ack is redelivered.
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await asyncio.wait_for(self.nc.flush(), 2.0)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
         await self.blobs.close()
         await self.cache.close()
         await self.db.close()

@@ -9,7 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+
+class StartInterrupted(Exception):
+    """Asked to stop (Ctrl-C, SIGTERM) while waiting for a process to listen."""
 
 
 def die_with_parent() -> None:
@@ -47,10 +52,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_for_port(
-    host: str, port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+    host: str,
+    port: int,
+    timeout_s: float,
+    process: subprocess.Popen[bytes] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> None:
+    """Wait until something listens on `host:port`; `StartInterrupted` as soon as `should_stop()`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if should_stop is not None and should_stop():
+            raise StartInterrupted(f"stopped while waiting for {host}:{port}")
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with code {process.returncode} before listening on {port}")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -62,7 +74,10 @@ def wait_for_port(
 
 
 def start_nats_server(
-    store_dir: Path, host: str = "127.0.0.1", port: int | None = None
+    store_dir: Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start nats-server with JetStream on `port` (4222 if free, else any free port)."""
     if port is None:
@@ -90,7 +105,11 @@ def start_nats_server(
         preexec_fn=die_with_parent,
     )
     try:
-        wait_for_port(host, port, 15.0, process)
+        wait_for_port(host, port, 15.0, process, should_stop)
+    except StartInterrupted:
+        process.terminate()
+        process.wait()
+        raise
     except (RuntimeError, TimeoutError) as error:
         tail = log_path.read_text()[-2000:] if log_path.exists() else ""
         raise RuntimeError(f"nats-server did not start: {error}\n{tail}") from None

@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
 from tuneforge.contracts.jobs import BlobRef
@@ -89,6 +89,26 @@ def content_key(prefix: str, sha256: str, extension: str) -> str:
     return f"{prefix}/{sha256}.{extension}"
 
 
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file written beside `path` and renamed onto it when done (removed if writing fails).
+
+    Created 0644 less the umask, as `open()` would, not 0600 like `tempfile`'s: the API and the
+    actors may run as different users on one shared blob folder, and each reads what the others
+    wrote.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    handle = os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb")
+    try:
+        with handle:
+            yield handle
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 class LocalBlobStore:
     """Blobs as files under one folder; writes are atomic (temp file, then rename)."""
 
@@ -129,16 +149,12 @@ class LocalBlobStore:
         return self._ref(target, sha256, size, content_type)
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+        with _atomic_file(path) as handle:
             handle.write(data)
-        os.replace(handle.name, path)
 
     def _copy_atomic(self, source: Path, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle, source.open("rb") as src:
+        with _atomic_file(target) as handle, source.open("rb") as src:
             shutil.copyfileobj(src, handle, CHUNK_BYTES)
-        os.replace(handle.name, target)
 
     async def read_bytes(self, ref: BlobRef, max_bytes: int | None = None) -> bytes:
         path = self._path_for_ref(ref)

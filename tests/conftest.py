@@ -67,6 +67,7 @@ def azurite_connection_string(tmp_path_factory: pytest.TempPathFactory) -> Itera
             "--silent",
             "--skipApiVersionCheck",
             "--loose",
+            "--disableTelemetry",  # Azurite otherwise reports to Application Insights
             "--location",
             str(tmp_path_factory.mktemp("azurite")),
             "--blobHost",

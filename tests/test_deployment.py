@@ -12,6 +12,7 @@ import yaml
 from tests.conftest import REPO_ROOT
 from tuneforge.embedded import nats_server_binary
 from tuneforge.infra.jetstream import definitions
+from tuneforge.main import ACTOR_BACKENDS, API_BACKENDS
 
 
 def test_compose_names_every_service_with_replicas() -> None:
@@ -26,6 +27,28 @@ def test_compose_names_every_service_with_replicas() -> None:
     assert "/etc/nats/nats-server.conf" in services["nats"]["command"]
     mounted = [v.split(":")[0] for v in services["nats"]["volumes"]]
     assert "./infra/nats/nats-server.conf" in mounted
+
+
+def test_compose_starts_tuneforge_once_its_backends_are_healthy() -> None:
+    """Each tuneforge process checks its backends on start and exits when one does not answer, so
+    compose starts it after the backends it checks are healthy, not merely started."""
+    services = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+    compose_service = {"database": "postgres", "blob store": "azurite", "cache": "redis", "NATS": "nats"}
+    needs = {"api": API_BACKENDS, **dict.fromkeys(("converter", "exporter", "mood"), ACTOR_BACKENDS)}
+    for name, backends in needs.items():
+        depends_on = services[name]["depends_on"]
+        for backend in backends:
+            assert depends_on[compose_service[backend]] == {"condition": "service_healthy"}, (name, backend)
+    for name, service in services.items():
+        for dependency, how in (service.get("depends_on") or {}).items():
+            if how["condition"] == "service_healthy":
+                assert services[dependency]["healthcheck"]["test"], (name, dependency)
+    # NATS is healthy when its monitoring port's /healthz says so (JetStream included).
+    assert "http://127.0.0.1:8222/healthz" in services["nats"]["healthcheck"]["test"]
+    config = (REPO_ROOT / "infra" / "nats" / "nats-server.conf").read_text()
+    assert re.search(r"^http_port:\s*8222\s*$", config, re.MULTILINE)
+    # Azurite otherwise reports usage to Application Insights.
+    assert "--disableTelemetry" in services["azurite"]["command"]
 
 
 def test_nats_server_accepts_the_config() -> None:

@@ -1,8 +1,11 @@
-"""Running TuneForge: missing actors answer 503, slow ones 504, and Ctrl-C stops everything cleanly."""
+"""Running TuneForge: missing actors answer 503, slow ones 504, and Ctrl-C stops everything cleanly;
+a backend that cannot be used is named at start, in one line, with its secrets masked."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,8 +17,9 @@ import httpx
 import nats
 import pytest
 
-from tests.conftest import REPO_ROOT, Stack, _stop, is_ready
-from tuneforge.embedded import free_port, start_nats_server, wait_for_port
+from tests.conftest import AZURITE_KEY, REPO_ROOT, Stack, _stop, is_ready
+from tuneforge.checks import mask
+from tuneforge.embedded import free_port, nats_server_binary, start_nats_server, wait_for_port
 
 
 def start_api(nats_url: str, data_dir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -163,4 +167,252 @@ def test_a_job_that_cannot_be_queued_is_refused_and_recorded_failed(tmp_path: Pa
             assert events.status_code == 503 and "NATS" in events.json()["detail"]
     finally:
         _stop(api)
+        _stop(nats_process)
+
+
+# --- start-up checks, options, logging ----------------------------------------------------------
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """This machine's environment without any TUNEFORGE_ setting, plus `overrides`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNEFORGE_")}
+    env["NUMBA_CACHE_DIR"] = str(REPO_ROOT / ".venv" / "numba-cache")
+    return {**env, **overrides}
+
+
+def tuneforge(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def said(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """What the command said to the operator (its own lines on stderr, not library warnings)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("tuneforge: ")]
+
+
+def test_up_names_each_backend_it_cannot_reach_and_starts_nothing(tmp_path: Path) -> None:
+    database_port, redis_port, nats_port = free_port(), free_port(), free_port()  # nothing listens
+    env = clean_env(
+        TUNEFORGE_DATABASE_URL=f"postgresql+asyncpg://postgres:s3cret-pw@127.0.0.1:{database_port}/test",
+        TUNEFORGE_CACHE_URL=f"redis://127.0.0.1:{redis_port}/0",
+        TUNEFORGE_NATS_URL=f"nats://127.0.0.1:{nats_port}",
+    )
+    started = time.monotonic()
+    result = tuneforge("up", "--port", str(free_port()), "--data-dir", str(tmp_path), env=env)
+    assert result.returncode == 1
+    assert time.monotonic() - started < 15
+    assert said(result) == [
+        f"tuneforge: database postgresql+asyncpg://postgres:***@127.0.0.1:{database_port}/test: "
+        "connection refused",
+        f"tuneforge: cache redis://127.0.0.1:{redis_port}/0: connection refused",
+        f"tuneforge: NATS nats://127.0.0.1:{nats_port}: connection refused",
+    ]
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and "s3cret-pw" not in output
+    assert "TuneForge is running" not in output
+    assert not (tmp_path / "nats").exists()  # no embedded server either
+
+
+def test_a_nats_server_without_jetstream_is_named_as_such(tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)],  # no -js
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, 15, server)
+        env = clean_env(TUNEFORGE_NATS_URL=f"nats://127.0.0.1:{port}")
+        for command in (["api", "--port", str(free_port())], ["actor", "converter"]):
+            result = tuneforge(*command, "--data-dir", str(tmp_path), env=env)
+            assert result.returncode == 1, result.stderr
+            assert said(result) == [
+                f"tuneforge: NATS nats://127.0.0.1:{port} has no JetStream (start nats-server with -js)"
+            ]
+            assert "Traceback" not in result.stderr
+    finally:
+        _stop(server)
+
+
+def test_a_wrong_blob_store_key_is_refused_without_showing_it(
+    tmp_path: Path, nats_url: str, azurite_connection_string: str
+) -> None:
+    wrong_key = base64.b64encode(b"not the account key, but base64" * 2).decode()
+    blob_url = azurite_connection_string.replace(AZURITE_KEY, wrong_key) + "Container=checks"
+    env = clean_env(TUNEFORGE_NATS_URL=nats_url, TUNEFORGE_BLOB_URL=blob_url)
+    result = tuneforge("up", "--port", str(free_port()), "--data-dir", str(tmp_path), env=env, timeout=60)
+    assert result.returncode == 1
+    lines = said(result)
+    assert len(lines) == 1 and lines[0].startswith(
+        f"tuneforge: blob store {blob_url.replace(wrong_key, '***')}: access denied (HTTP 403"
+    )
+    assert wrong_key not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_api_checks_and_starts_in_a_data_folder_not_made_yet(tmp_path: Path) -> None:
+    """The default SQLite file lives in the data folder: made before the database is checked."""
+    nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
+    api, url = start_api(nats_url, tmp_path / "new" / "data")
+    try:
+        assert httpx.get(f"{url}/healthz", timeout=10).json()["checks"]["database"]["ok"] is True
+    finally:
+        _stop(api)
+        _stop(nats_process)
+
+
+def test_the_traceback_of_a_failed_check_is_shown_at_debug_level(tmp_path: Path) -> None:
+    env = clean_env(TUNEFORGE_NATS_URL=f"nats://127.0.0.1:{free_port()}", TUNEFORGE_LOG_LEVEL="debug")
+    result = tuneforge("actor", "converter", "--data-dir", str(tmp_path), env=env)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ConnectionRefusedError" in result.stderr
+    assert said(result)[-1].endswith(": connection refused")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["up", "--exporters", "-1"],
+        ["up", "--converters", "65"],
+        ["up", "--moods", "-2"],
+        ["up", "--exporters", "two"],
+        ["up", "--port", "0"],
+        ["up", "--port", "65536"],
+        ["api", "--port", "-1"],
+    ],
+)
+def test_numeric_options_out_of_range_are_refused(args: list[str], tmp_path: Path) -> None:
+    result = tuneforge(*args, "--data-dir", str(tmp_path), env=clean_env(TUNEFORGE_NATS_URL="nats://x:1"))
+    assert result.returncode == 2  # argparse's usage error, before anything starts
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"tuneforge {args[0]}: error: argument {args[1]}: ")
+    assert any(words in error for words in ("from 0 to 64", "from 1 to 65535", "not a whole number"))
+
+
+def test_a_log_level_that_is_not_one_is_refused(tmp_path: Path) -> None:
+    result = tuneforge("up", "--data-dir", str(tmp_path), env=clean_env(TUNEFORGE_LOG_LEVEL="loud"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert said(result) == [
+        "tuneforge: TUNEFORGE_LOG_LEVEL='loud' is not a log level "
+        "(one of DEBUG, INFO, WARNING, ERROR, CRITICAL)"
+    ]
+
+
+LOGGING_PROBE = """
+import logging
+from tuneforge.logs import configure_logging
+configure_logging()
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").info("Request headers: ...")
+for _ in range(50):  # a reconnect attempt every half second, as nats-py reports them
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed")
+    except ConnectionRefusedError as error:
+        logging.getLogger("nats.aio.client").error("nats: encountered error", exc_info=error)
+logging.getLogger("tuneforge.actors.runtime").warning("nats: disconnected")
+logging.getLogger("tuneforge.api").info("still here")
+"""
+
+
+def test_logging_keeps_azure_headers_and_nats_reconnect_tracebacks_out() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LOGGING_PROBE], env=clean_env(), capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Request headers" not in result.stderr and "Traceback" not in result.stderr
+    nats_lines = [line for line in result.stderr.splitlines() if "nats: encountered error" in line]
+    assert len(nats_lines) == 1
+    assert nats_lines[0].endswith(
+        "nats: encountered error: ConnectionRefusedError: [Errno 111] Connect call failed"
+    )
+    assert "nats: disconnected" in result.stderr and "still here" in result.stderr
+    # At DEBUG an operator asked for everything.
+    debug = subprocess.run(
+        [sys.executable, "-c", LOGGING_PROBE],
+        env=clean_env(TUNEFORGE_LOG_LEVEL="DEBUG"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "Request headers" in debug.stderr and debug.stderr.count("Traceback") == 50
+
+
+def test_ctrl_c_while_the_stack_waits_for_nats_stops_it_at_once(tmp_path: Path) -> None:
+    """With --no-checks and no NATS the API waits for NATS in its start-up: Ctrl-C must not wait
+    for the start-up timeout (120 s), and the client's reconnect errors (two a second) must not
+    fill the log with tracebacks."""
+    port = free_port()
+    env = clean_env(TUNEFORGE_NATS_URL=f"nats://127.0.0.1:{free_port()}")
+    log_path, data = tmp_path / "up.log", str(tmp_path / "data")
+    with log_path.open("wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "tuneforge", "up", "--no-checks", "--port", str(port), "--data-dir", data],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        time.sleep(8)  # the processes have tried to connect a dozen times each
+        assert up.poll() is None, log_path.read_text()
+        children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
+        assert len(children) >= 3  # the actors and the API
+        asked = time.monotonic()
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=15) == 128 + signal.SIGINT
+        assert time.monotonic() - asked < 6
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        output = log_path.read_text()
+        assert "stopping before the stack was up" in output
+        assert "Traceback" not in output
+        assert output.count("nats: encountered error") <= 1  # the API: once per 30 s, not twice a second
+        assert len(output.splitlines()) < 40
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+@pytest.mark.parametrize(
+    ("address", "shown"),
+    [
+        (
+            "postgresql+asyncpg://postgres@127.0.0.1:5999/test",
+            "postgresql+asyncpg://postgres@127.0.0.1:5999/test",
+        ),
+        ("postgresql+asyncpg://tuneforge:pg-pw@db:5432/tf", "postgresql+asyncpg://tuneforge:***@db:5432/tf"),
+        ("redis://:redis-pw@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("redis://cache:6379/0?password=redis-pw", "redis://cache:6379/0?password=***"),
+        ("nats://a-nats-token@nats:4222", "nats://***@nats:4222"),
+        ("nats://u:nats-pw@a:4222,nats://u:nats-pw@b:4222", "nats://u:***@a:4222,nats://u:***@b:4222"),
+        (
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a+b/c==;EndpointSuffix=core.windows.net",
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=***;EndpointSuffix=core.windows.net",
+        ),
+        (
+            "https://acct.blob.core.windows.net/tuneforge?sv=2022-11-02&sp=rw&sig=a%2Fsignature",
+            "https://acct.blob.core.windows.net/tuneforge?sv=2022-11-02&sp=rw&sig=***",
+        ),
+        ("/srv/tuneforge/blobs", "/srv/tuneforge/blobs"),
+    ],
+)
+def test_addresses_are_shown_without_their_secrets(address: str, shown: str) -> None:
+    masked, secrets = mask(address)
+    assert masked == shown
+    assert all(secret not in masked for secret in secrets)
+
+
+def test_the_api_stops_within_seconds_after_idling(tmp_path: Path) -> None:
+    # It used to drain its NATS connection, which could wait 30 s on the event recorder's pull
+    # subscription (a race at each 5-s fetch: about 1 stop in 3 after 10 s idle, 2 in 3 after 45 s).
+    nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
+    api, _ = start_api(nats_url, tmp_path)
+    try:
+        time.sleep(11)  # the event recorder's 5-s fetch has expired twice: each may leave the hang
+        asked = time.monotonic()
+        api.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            api.wait(timeout=5)
+        assert api.poll() is not None and time.monotonic() - asked < 3
+    finally:
+        _stop(api, 1)
         _stop(nats_process)

@@ -4,6 +4,8 @@ memory and Redis."""
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -184,3 +186,38 @@ async def test_clearing_leaves_other_applications_keys_alone() -> None:
         await client.delete("someone-else:key")
         await client.aclose()
         await cache.close()
+
+
+async def test_an_unreachable_cache_is_a_miss_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    from tuneforge.embedded import free_port
+
+    cache = ResultCache(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        with caplog.at_level("WARNING", logger="tuneforge.storage.cache"):
+            for _ in range(3):
+                await cache.set("render", "x", result())
+                assert await cache.get("render", "x", JobResult) is None
+        warnings = [r for r in caplog.records if "result cache unavailable" in r.getMessage()]
+        assert len(warnings) == 1  # said once, not on every request
+    finally:
+        await cache.close()
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+async def test_folder_blobs_are_readable_by_other_users(tmp_path: Path, umask: int, mode: int) -> None:
+    """The API and the actors may run as different users on one shared folder: blobs are written
+    0644 less the umask (as any file), not 0600 (`tempfile`'s), and no temporary file is left."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    source = tmp_path / "input.wav"
+    source.write_bytes(uuid.uuid4().bytes * 100)
+    previous = os.umask(umask)
+    try:
+        written = await store.put_bytes(uuid.uuid4().bytes, "midi", "mid", "audio/midi")
+        copied = await store.put_file(source, "audio", "wav", "audio/wav")
+    finally:
+        os.umask(previous)
+    for ref in (written, copied):
+        assert stat.S_IMODE(store.local_path(ref).stat().st_mode) == mode
+    assert sorted(p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()) == sorted(
+        [f"{written.sha256}.mid", f"{copied.sha256}.wav"]
+    )
