@@ -209,12 +209,25 @@ class Backend:
             return render.key
         return hashlib.sha256(f"{render.key}:{await self.mood_model()}".encode()).hexdigest()
 
+    async def cached_render(self, key: str) -> JobResult | None:
+        """A finished render from the cache, if its files are still in this blob store: a cache
+        shared with another store, or kept across a change of `TUNEFORGE_BLOB_URL`, names files
+        this store does not hold (answering with them fails mid-download)."""
+        cached = await self.cache.get("render", key, JobResult)
+        if cached is None:
+            return None
+        for ref in (cached.audio, cached.midi):
+            if not await self.blobs.exists(ref):
+                log.info("cached render %s names %s, not in this blob store: rendering again", key, ref.uri)
+                return None
+        return cached
+
     async def submit(
         self, render: RenderInput, job_id: str | None = None, key: str | None = None
     ) -> JobRecord:
         """Accept a render job: answered from the cache, or queued on the durable work queue."""
         key = key or await self.render_key(render)
-        cached = await self.cache.get("render", key, JobResult)
+        cached = await self.cached_render(key)
         if cached is not None:
             return await self.db.create_job(key, render.kind, msgspec.to_builtins(render.options), cached)
         js = self.jetstream
@@ -251,7 +264,7 @@ class Backend:
     async def render_and_wait(self, render: RenderInput, timeout_s: float) -> tuple[JobRecord, JobResult]:
         """Submit a job and wait for its result (for the synchronous endpoints)."""
         key = await self.render_key(render)
-        cached = await self.cache.get("render", key, JobResult)
+        cached = await self.cached_render(key)
         if cached is not None:
             job = await self.db.create_job(key, render.kind, msgspec.to_builtins(render.options), cached)
             return job, cached

@@ -202,7 +202,7 @@ class JobController(Controller):
     ) -> BlobRef:
         key = f"{result.midi.sha256}:{audio_format}:{result.sample_rate_hz}:{job.options.get('soundfont')}"
         cached = await backend.cache.get("export", key, BlobRef)
-        if cached is not None:
+        if cached is not None and await backend.blobs.exists(cached):  # (see Backend.cached_render)
             return cached
         request = ExportRequest(
             midi=result.midi,

@@ -56,6 +56,10 @@ class BlobStore(Protocol):
     async def read_bytes(self, ref: BlobRef, max_bytes: int | None = None) -> bytes: ...
     async def download_to(self, ref: BlobRef, path: Path) -> None: ...
     def stream(self, ref: BlobRef) -> AsyncIterator[bytes]: ...
+    async def exists(self, ref: BlobRef) -> bool:
+        """Whether the reference names a blob of this store that is there, of its size."""
+        ...
+
     async def check(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -180,6 +184,13 @@ class LocalBlobStore:
         finally:
             handle.close()
 
+    async def exists(self, ref: BlobRef) -> bool:
+        try:
+            path = self._path_for_ref(ref)
+        except BlobNotFound:
+            return False
+        return await asyncio.to_thread(lambda: path.is_file() and path.stat().st_size == ref.size_bytes)
+
     async def check(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise OSError(f"blob folder {self.root} is not writable")
@@ -286,6 +297,15 @@ class AzureBlobStore:
             raise BlobNotFound(f"no blob at {ref.uri!r}") from None
         async for chunk in downloader.chunks():
             yield chunk
+
+    async def exists(self, ref: BlobRef) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            properties = await self._container.get_blob_client(self._key_for_ref(ref)).get_blob_properties()
+        except (BlobNotFound, ResourceNotFoundError):
+            return False
+        return bool(properties.size == ref.size_bytes)
 
     async def check(self) -> None:
         await self._ensure_container()

@@ -7,6 +7,7 @@ import io
 import json
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import mido
@@ -350,3 +351,23 @@ def test_openapi_schema_is_served(live_stack: Stack) -> None:
     components = schema["components"]["schemas"]
     assert {"Score", "Grid", "Note", "Track", "RenderOptions"} <= set(components)
     assert components["Note"]["properties"]["velocity"]["maximum"] == 127
+
+
+def test_a_cached_render_whose_file_is_gone_is_rendered_again(live_stack: Stack) -> None:
+    """A cache kept across a change of blob store (or shared with another stack's) names files this
+    store does not hold: that is a miss, not a download that breaks off."""
+    from urllib.parse import unquote, urlparse
+
+    score = unique_score(seconds=2.0)
+    with live_stack.client() as client:
+        first = client.post("/download", json=score)
+        assert first.status_code == 200, first.text
+        job = client.get(f"/jobs/{first.headers['X-TuneForge-Job']}").json()
+        audio_file = urlparse(job["result"]["audio"]["uri"])
+        assert audio_file.scheme == "file"
+        Path(unquote(audio_file.path)).unlink()
+        again = client.post("/download", json=score)
+    assert again.status_code == 200, again.text
+    assert again.content == first.content or len(again.content) == len(first.content)
+    with live_stack.client() as client:
+        assert client.get(f"/jobs/{again.headers['X-TuneForge-Job']}").json()["from_cache"] is False

@@ -221,3 +221,13 @@ async def test_folder_blobs_are_readable_by_other_users(tmp_path: Path, umask: i
     assert sorted(p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()) == sorted(
         [f"{written.sha256}.mid", f"{copied.sha256}.wav"]
     )
+
+
+async def test_a_blob_exists_only_in_its_own_store(blobs: BlobStore, tmp_path: Path) -> None:
+    ref = await blobs.put_bytes(b"MThd" + uuid.uuid4().bytes, "midi", "mid", "audio/midi")
+    assert await blobs.exists(ref)
+    assert not await blobs.exists(msgspec.structs.replace(ref, size_bytes=ref.size_bytes + 1))
+    elsewhere = open_blob_store(str(tmp_path / "another"), tmp_path)
+    assert not await elsewhere.exists(ref)  # a reference from another store: not here
+    missing = msgspec.structs.replace(ref, uri=ref.uri.replace(ref.sha256, "0" * 64))
+    assert not await blobs.exists(missing)
