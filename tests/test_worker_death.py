@@ -11,11 +11,13 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
 import nats
 import pytest
+from nats.js import JetStreamContext
 
 from tests.conftest import REPO_ROOT, _stop
 from tests.test_nats_interface import collect
@@ -67,33 +69,39 @@ async def wait_for_instances(
     raise AssertionError(f"{service}: fewer than {count} instances")
 
 
+async def long_render_underway(
+    nats_url: str, tmp_path: Path, replicas: dict[int, subprocess.Popen[bytes]]
+) -> tuple[nats.aio.client.Client, JetStreamContext, Any, str, int]:
+    """Two exporter replicas and a 10-minute render job, 5 % done: (client, JetStream, the job's
+    event subscription, job id, pid of the replica rendering it)."""
+    for _ in range(2):
+        process = start_exporter(nats_url, tmp_path)
+        replicas[process.pid] = process
+    nc = await nats.connect(nats_url)
+    await wait_for_instances(nc, "tuneforge-exporter", 2)
+    js = nc.jetstream()
+    store = open_blob_store("", tmp_path)
+    midi = await store.put_bytes(score_to_midi(dense_piece(600.0, 12)), "midi", "mid", "audio/midi")
+    job_id = str(uuid.uuid4())
+    events = await js.subscribe(f"tuneforge.events.{job_id}", ordered_consumer=True)
+    job = ExportJob(job_id=job_id, midi=midi, options=RenderOptions(sample_rate_hz=22050))
+    await js.publish("tuneforge.jobs.export", msgspec.json.encode(job))
+    while True:
+        event = json.loads((await events.next_msg(timeout=30)).data)
+        assert event["event"] == "progress", event
+        if event["stage"] == "rendering" and event["percent"] >= 5:
+            worker = int(event["detail"].rsplit(":", 1)[1])
+            assert worker in replicas
+            return nc, js, events, job_id, worker
+
+
 @pytest.mark.slow
 async def test_killed_exporter_mid_render_the_job_completes_once(tmp_path: Path) -> None:
     nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
-    replicas = {}
+    replicas: dict[int, subprocess.Popen[bytes]] = {}
     try:
-        for _ in range(2):
-            process = start_exporter(nats_url, tmp_path)
-            replicas[process.pid] = process
-        nc = await nats.connect(nats_url)
-        await wait_for_instances(nc, "tuneforge-exporter", 2)
-        js = nc.jetstream()
-
-        store = open_blob_store("", tmp_path)
-        midi = await store.put_bytes(score_to_midi(dense_piece(600.0, 12)), "midi", "mid", "audio/midi")
-        job_id = str(uuid.uuid4())
-        events = await js.subscribe(f"tuneforge.events.{job_id}", ordered_consumer=True)
-        job = ExportJob(job_id=job_id, midi=midi, options=RenderOptions(sample_rate_hz=22050))
-        await js.publish("tuneforge.jobs.export", msgspec.json.encode(job))
-
-        # Find the replica rendering the job, and kill it once it is well into the work.
-        victim = None
-        while victim is None:
-            event = json.loads((await events.next_msg(timeout=30)).data)
-            assert event["event"] == "progress", event
-            if event["stage"] == "rendering" and event["percent"] >= 5:
-                victim = int(event["detail"].rsplit(":", 1)[1])
-        assert victim in replicas
+        # Kill the replica rendering the job once it is well into the work.
+        nc, js, events, job_id, victim = await long_render_underway(nats_url, tmp_path, replicas)
         os.kill(victim, signal.SIGKILL)
         replicas[victim].wait()
         survivor = next(pid for pid in replicas if pid != victim)
@@ -255,25 +263,9 @@ async def test_a_stopped_exporter_gives_its_job_back_at_once(tmp_path: Path) -> 
     """SIGTERM mid-render (a scale-down, a deploy): the replica gives the job back and exits within
     seconds; another replica starts it at once, not after the 15-s ack deadline."""
     nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
-    replicas = {}
+    replicas: dict[int, subprocess.Popen[bytes]] = {}
     try:
-        for _ in range(2):
-            process = start_exporter(nats_url, tmp_path)
-            replicas[process.pid] = process
-        nc = await nats.connect(nats_url)
-        await wait_for_instances(nc, "tuneforge-exporter", 2)
-        js = nc.jetstream()
-        store = open_blob_store("", tmp_path)
-        midi = await store.put_bytes(score_to_midi(dense_piece(600.0, 12)), "midi", "mid", "audio/midi")
-        job_id = str(uuid.uuid4())
-        events = await js.subscribe(f"tuneforge.events.{job_id}", ordered_consumer=True)
-        job = ExportJob(job_id=job_id, midi=midi, options=RenderOptions(sample_rate_hz=22050))
-        await js.publish("tuneforge.jobs.export", msgspec.json.encode(job))
-        victim = None
-        while victim is None:
-            event = json.loads((await events.next_msg(timeout=30)).data)
-            if event["event"] == "progress" and event["stage"] == "rendering" and event["percent"] >= 5:
-                victim = int(event["detail"].rsplit(":", 1)[1])
+        nc, _, events, _, victim = await long_render_underway(nats_url, tmp_path, replicas)
         stopped_at = time.monotonic()
         os.kill(victim, signal.SIGTERM)
         survivor = next(pid for pid in replicas if pid != victim)
