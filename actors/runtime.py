@@ -17,11 +17,12 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nats
@@ -44,6 +45,7 @@ from tuneforge.contracts.jobs import (
 from tuneforge.infra.jetstream import apply_definitions, consumer_definition
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 VERSION = "0.1.0"  # of the actors' interface, reported in $SRV.INFO
@@ -204,6 +206,32 @@ class ProgressReporter:
 
 
 JobHandler = Callable[[Msg], Awaitable[None]]
+
+
+async def in_daemon_thread(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a daemon thread: for start-up work (loading a model, compiling librosa's
+    numba code) that a replica told to stop must not wait for, as it waits for `to_thread` work."""
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if result.done():  # the awaiting coroutine was cancelled
+            return
+        if error is not None:
+            result.set_exception(error)
+        else:
+            result.set_result(value)
+
+    def run() -> None:
+        try:
+            value, error = work(*args), None
+        except BaseException as caught:  # handed to the awaiting coroutine
+            value, error = None, caught
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name=f"start-up:{getattr(work, '__name__', 'work')}", daemon=True).start()
+    return await result
 
 
 def _alive(pid: int) -> bool:

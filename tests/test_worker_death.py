@@ -281,3 +281,33 @@ async def test_a_stopped_exporter_gives_its_job_back_at_once(tmp_path: Path) -> 
         for process in replicas.values():
             _stop(process)
         _stop(nats_process)
+
+
+def test_a_replica_stopped_while_it_warms_up_exits_at_once(tmp_path: Path) -> None:
+    """A mood replica's first start compiles librosa's numba code (10 s and more on an empty
+    cache); told to stop meanwhile, it exits at once instead of waiting for the compilation."""
+    nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
+    env = {
+        **os.environ,
+        "TUNEFORGE_NATS_URL": nats_url,
+        "TUNEFORGE_DATA_DIR": str(tmp_path),
+        "NUMBA_CACHE_DIR": str(tmp_path / "empty-numba-cache"),
+    }
+    mood = subprocess.Popen(
+        [sys.executable, "-m", "tuneforge", "actor", "mood"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(4.0)  # connected to NATS, into the warm-up
+        assert mood.poll() is None
+        asked = time.monotonic()
+        mood.send_signal(signal.SIGTERM)
+        mood.wait(timeout=8.0)
+        assert time.monotonic() - asked < 4.0
+        assert mood.stderr is not None and b"Traceback" not in mood.stderr.read()
+    finally:
+        _stop(mood)
+        _stop(nats_process)

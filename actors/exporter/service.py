@@ -24,6 +24,7 @@ from tuneforge.actors.runtime import (
     EventPublisher,
     ProgressReporter,
     UnreadableBlob,
+    in_daemon_thread,
     run_actor,
     scratch_file,
     worker_dir,
@@ -152,7 +153,7 @@ def default_concurrency() -> int:
 async def serve(settings: Settings, concurrency: int | None = None) -> None:
     blobs = open_blob_store(settings.blob_url, settings.data_dir)
     renderer = Renderer(settings.soundfont_dir)
-    await asyncio.to_thread(renderer.warm_up)  # SoundFont load is a start-up cost, not a request cost
+    await in_daemon_thread(renderer.warm_up)  # SoundFont load is a start-up cost, not a request cost
     exporter = Exporter(blobs, renderer, worker_dir(settings.data_dir, "exporter"))
     try:
         await run_actor(

@@ -29,6 +29,7 @@ from tuneforge.actors.runtime import (
     EventPublisher,
     ProgressReporter,
     UnreadableBlob,
+    in_daemon_thread,
     run_actor,
     scratch_file,
     worker_dir,
@@ -122,9 +123,9 @@ class MoodAnalyzer:
 async def serve(settings: Settings, concurrency: int = 1) -> None:
     blobs = open_blob_store(settings.blob_url, settings.data_dir)
     started = time.perf_counter()
-    model = await asyncio.to_thread(load_model, settings.mood_model_dir or MODEL_DIR)
+    model = await in_daemon_thread(load_model, settings.mood_model_dir or MODEL_DIR)
     # numba JIT (librosa) is a start-up cost, not a request cost; cached under NUMBA_CACHE_DIR.
-    await asyncio.to_thread(warm_up, model)
+    await in_daemon_thread(warm_up, model)
     log.info(
         "mood model %s loaded and librosa warmed up in %.1f s", model.version, time.perf_counter() - started
     )

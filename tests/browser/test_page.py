@@ -435,6 +435,12 @@ def test_step_count_preview_and_phone_width(new_page: Any, screenshot: Any) -> N
                    grid: document.getElementById('grid-scroll').clientWidth})"""
     )
     assert widths["doc"] <= widths["view"], widths
+    # a long file name in a status line wraps instead of widening the page
+    page.evaluate(
+        """() => { document.getElementById('upload-status').textContent =
+                   'Mood of games_openttd_baseset_openmsx_city_blues_redfarn_extended_mix.mid: tense'; }"""
+    )
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= widths["view"]
     assert page.locator("#render").is_visible()
     assert (
         page.locator("#render").bounding_box()["x"] + page.locator("#render").bounding_box()["width"] <= 375
