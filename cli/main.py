@@ -55,6 +55,18 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
 
 
+def _healthy(host: str, port: int) -> bool:
+    import urllib.error
+    import urllib.request
+
+    address = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/healthz", timeout=1.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def replica_count(text: str) -> int:
     """0 is a stage whose replicas run elsewhere (`tuneforge actor …` on other machines)."""
     value = _whole_number(text)
@@ -233,8 +245,16 @@ def up(settings: Settings, host: str, port: int, replicas: dict[str, int], check
             flush=True,
         )
         api_stop_s = CHILD_STOP_S
+        # The API answers before every actor does (a first start compiles the mood actor's librosa
+        # code for 10 s and more): say when the whole stack is ready, as /healthz sees it.
+        ready, next_health_check = False, time.monotonic()
         while not stopping:
             time.sleep(0.5)
+            if not ready and time.monotonic() >= next_health_check:
+                next_health_check = time.monotonic() + 2.0
+                if _healthy(host, port):
+                    ready = True
+                    print("TuneForge is ready: every service answers (GET /healthz)", flush=True)
             for child in children:
                 assert child.process is not None
                 code = child.process.poll()

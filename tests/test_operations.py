@@ -101,8 +101,12 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
             pytest.fail("the stack did not become healthy")
         children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
         assert len(children) >= 4  # nats-server, the actors, the API
+        time.sleep(2.5)  # `up` looks at /healthz every 2 s: it has seen it healthy by now
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=40) == 0
+        assert up.stdout is not None
+        said = up.stdout.read().decode()
+        assert said.index("TuneForge is running on") < said.index("TuneForge is ready: every service answers")
         for pid in children:
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
         assert (tmp_path / "tuneforge.db").is_file() and (tmp_path / "nats" / "jetstream").is_dir()

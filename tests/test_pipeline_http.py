@@ -368,6 +368,11 @@ def test_a_cached_render_whose_file_is_gone_is_rendered_again(live_stack: Stack)
         Path(unquote(audio_file.path)).unlink()
         again = client.post("/download", json=score)
     assert again.status_code == 200, again.text
-    assert again.content == first.content or len(again.content) == len(first.content)
+    first_audio, _ = soundfile.read(io.BytesIO(first.content))
+    again_audio, _ = soundfile.read(io.BytesIO(again.content))
+    assert abs(len(again_audio) - len(first_audio)) <= 4096, (
+        len(first_audio),
+        len(again_audio),
+    )  # same music
     with live_stack.client() as client:
         assert client.get(f"/jobs/{again.headers['X-TuneForge-Job']}").json()["from_cache"] is False
