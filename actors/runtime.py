@@ -381,16 +381,21 @@ async def run_consumer(
     max_deliver = spec["max_deliver"]
     stats = stats or JobStats()
 
-    async def retry_or_fail(msg: Msg, message: str) -> None:
-        job_id = job_id_of(msg.data)
+    async def fail(msg: Msg, code: int, message: str) -> None:
+        """Report the job failed and take it off the queue."""
+        stats.failed += 1
         stats.last_error = message[:300]
+        job_id = job_id_of(msg.data)
+        if job_id:
+            await events.failed(job_id, stage, code, message)
+        await msg.term()
+
+    async def retry_or_fail(msg: Msg, message: str) -> None:
         if max_deliver > 0 and msg.metadata.num_delivered >= max_deliver:
-            stats.failed += 1
-            if job_id:
-                await events.failed(job_id, stage, 500, message)
-            await msg.term()
+            await fail(msg, 500, message)
         else:
             stats.retried += 1
+            stats.last_error = message[:300]
             await msg.nak(delay=min(30.0, 2.0**msg.metadata.num_delivered))
 
     async def process(msg: Msg) -> None:
@@ -423,13 +428,8 @@ async def run_consumer(
                 "same blob store (TUNEFORGE_BLOB_URL)",
             )
         except (BadInput, msgspec.ValidationError, msgspec.DecodeError) as error:
-            job_id = job_id_of(msg.data)
-            log.warning("%s: job %s rejected: %s", durable, job_id, error)
-            stats.failed += 1
-            stats.last_error = str(error)[:300]
-            if job_id:
-                await events.failed(job_id, stage, 400, str(error))
-            await msg.term()
+            log.warning("%s: job %s rejected: %s", durable, job_id_of(msg.data), error)
+            await fail(msg, 400, str(error))
         except Exception as error:
             log.exception("%s: delivery %s failed", durable, msg.metadata.num_delivered)
             await retry_or_fail(msg, f"{type(error).__name__}: {error}")

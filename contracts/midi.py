@@ -87,16 +87,19 @@ def playable_midi(data: bytes) -> bytes:
     return smf
 
 
-def renderable_midi(data: bytes) -> bytes:
-    """The file the synthesizer is handed: written out again from this module's tolerant reading.
+def renderable_midi(data: bytes, max_seconds: float) -> tuple[bytes, float]:
+    """The file the synthesizer is handed, and its length (checked as `inspect_midi` does): written
+    out again from this module's tolerant reading.
 
     FluidSynth's own reader gives up, silently and part-way, on files every other player reads:
     running status carried across a meta event (a 291-s piece rendered 0.09 s), data bytes above
     127. mido writes a strict file of the same events and timing.
     """
+    midi = parse_midi(data)
+    seconds = _checked_length(midi, max_seconds)
     out = io.BytesIO()
-    parse_midi(data).save(file=out)
-    return out.getvalue()
+    midi.save(file=out)
+    return out.getvalue(), seconds
 
 
 def is_midi(data: bytes) -> bool:
@@ -127,7 +130,10 @@ def parse_midi(data: bytes) -> mido.MidiFile:
 
 def inspect_midi(data: bytes, max_seconds: float) -> float:
     """Parse a Standard MIDI File and return its length in seconds; `MidiError` if unusable."""
-    midi = parse_midi(data)
+    return _checked_length(parse_midi(data), max_seconds)
+
+
+def _checked_length(midi: mido.MidiFile, max_seconds: float) -> float:
     try:
         seconds = float(midi.length)
     except Exception as error:

@@ -261,7 +261,9 @@ def test_midi_that_fluidsynth_cannot_read_is_written_out_again_and_played(
 ) -> None:
     data = smf(RUNNING_STATUS_AFTER_META)
     assert inspect_midi(data, 600) == pytest.approx(2.5)
-    result = renderer.render(renderable_midi(data), tmp_path / "rs.wav", "wav", 22050, "fluidr3_gm", 2.5)
+    midi, seconds = renderable_midi(data, 600)
+    assert seconds == pytest.approx(2.5)
+    result = renderer.render(midi, tmp_path / "rs.wav", "wav", 22050, "fluidr3_gm", seconds)
     assert result.duration_seconds >= 2.5
     stereo, rate = soundfile.read(tmp_path / "rs.wav")
     late = stereo[int(1.5 * rate) : int(2.4 * rate)].mean(axis=1)  # the held A4 and C5

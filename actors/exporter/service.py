@@ -39,7 +39,7 @@ from tuneforge.contracts.jobs import (
     jobs_subject,
 )
 from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES
-from tuneforge.contracts.midi import MidiError, inspect_midi, renderable_midi
+from tuneforge.contracts.midi import MidiError, renderable_midi
 from tuneforge.settings import Settings
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
 
@@ -68,8 +68,9 @@ class Exporter:
         self, request: ExportRequest, on_progress: Callable[[float], None] | None = None
     ) -> ExportReply:
         try:
-            midi = renderable_midi(await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES))
-            expected_seconds = inspect_midi(midi, MAX_DURATION_SECONDS)
+            midi, expected_seconds = renderable_midi(
+                await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES), MAX_DURATION_SECONDS
+            )
         except BlobNotFound as error:
             raise UnreadableBlob(str(error)) from None
         except (MidiError, ValueError) as error:
