@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import nats
 import pytest
 
 from tests.conftest import REPO_ROOT, Stack, _stop, start_stack
+from tests.test_pipeline_http import unique_score, wait_done
 from tests.test_worker_death import start_process, wait_for_instances
 from tuneforge.actors.mood.model import MODEL_DIR
 from tuneforge.contracts.mood import MOOD_MODEL_METADATA_KEY
@@ -123,3 +125,32 @@ async def test_a_new_model_version_is_not_answered_from_the_cache(
         "uploaded": "audio@test-b",
         "again": "audio@test-b",
     }
+
+
+def test_a_job_waiting_for_a_mood_replica_is_analysing_not_rendering(
+    moodless_stack: tuple[Stack, str], tmp_path: Path
+) -> None:
+    """Once rendered, a job waiting for a free mood replica says so; the wait is not render time."""
+    stack, nats_url = moodless_stack
+    score = {**unique_score(seconds=3.0, pitch="C4", instrument=0), "options": {"analyze_mood": True}}
+    with stack.client(timeout=120) as client:
+        job = client.post("/jobs", json=score)
+        assert job.status_code in (200, 201, 202), job.text
+        job_id = job.json()["id"]
+        deadline = time.monotonic() + 60
+        while (status := client.get(f"/jobs/{job_id}").json())["stage"] != "analyzing":
+            assert status["status"] != "failed" and time.monotonic() < deadline, status
+            time.sleep(0.2)
+        time.sleep(3)  # no mood replica: the job waits
+        waiting = client.get(f"/jobs/{job_id}").json()
+        assert (waiting["status"], waiting["stage"], waiting["percent"]) == ("running", "analyzing", 0)
+        assert waiting["timings"]["rendering"] == status["timings"]["rendering"] < 3
+        actor = start_mood_actor(nats_url, tmp_path, MODEL_DIR)
+        try:
+            done = wait_done(client, job_id, timeout_s=120)
+        finally:
+            _stop(actor)
+    assert done["status"] == "done", done
+    assert done["result"]["mood"]["label"] in ("happy", "tense", "sad", "calm")
+    assert done["timings"]["rendering"] == status["timings"]["rendering"]
+    assert done["timings"]["analyzing"] > 3

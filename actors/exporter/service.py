@@ -128,6 +128,9 @@ class Exporter:
                 duration_seconds=reply.duration_seconds,
                 options=options,
             )
+            # From here the job waits for a mood replica: that is the analysis stage, not rendering
+            # (announced before the hand-over, so it cannot arrive after the mood actor's own progress).
+            await events.progress(job.job_id, "analyzing", 0.0, "waiting for a mood replica")
             # Message ids make a re-run of this stage after a crash a duplicate the server drops.
             await js.publish(
                 jobs_subject("mood"),
