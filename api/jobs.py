@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 import nats
-from litestar import Controller, Request, get, post
+from litestar import Controller, HttpMethod, Request, get, post, route
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
 from litestar.params import Parameter
 from litestar.response import File, Response, ServerSentEvent, ServerSentEventMessage, Stream
@@ -167,25 +167,37 @@ class JobController(Controller):
             raise http_error(error) from None
         return {"id": job.id, "status": job.status, "links": job_links(job.id)}
 
-    @get("/", summary="Recent jobs, newest first")
+    @route("/", http_method=[HttpMethod.GET, HttpMethod.HEAD], summary="Recent jobs, newest first")
     async def recent(
         self, backend: Backend, limit: int = Parameter(default=20, ge=1, le=200)
     ) -> dict[str, Any]:
         return {"jobs": [job_view(j) for j in await backend.db.recent_jobs(limit)]}
 
-    @get("/{job_id:str}", summary="A job's status, timings, result or error")
+    @route(
+        "/{job_id:str}",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
+        summary="A job's status, timings, result or error",
+    )
     async def status(self, job_id: str, backend: Backend) -> dict[str, Any]:
         job = await backend.get_job(job_id)
         if job is None:
             raise NotFoundException(f"no job {job_id}")
         return job_view(job)
 
-    @get("/{job_id:str}/midi", summary="The job's Standard MIDI File")
+    @route(
+        "/{job_id:str}/midi",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
+        summary="The job's Standard MIDI File",
+    )
     async def midi(self, job_id: str, backend: Backend) -> Response[Any]:
         _, result = await finished_job(backend, job_id)
         return await blob_response(backend, result.midi, f"tuneforge-{job_id[:8]}.mid", "audio/midi")
 
-    @get("/{job_id:str}/audio", summary="The job's audio, in its format or another one")
+    @route(
+        "/{job_id:str}/audio",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
+        summary="The job's audio, in its format or another one",
+    )
     async def audio(
         self, job_id: str, backend: Backend, format: Literal["wav", "flac", "ogg"] | None = None
     ) -> Response[Any]:

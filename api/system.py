@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import HttpMethod, Request, get, post, route
+from litestar import HttpMethod, Request, post, route
 from litestar.exceptions import (
     ClientException,
     HTTPException,
@@ -86,12 +86,16 @@ async def clear_cache(request: Request[Any, Any, Any], backend: Backend) -> dict
     return {"cleared": True}
 
 
-@get("/instruments", summary="General MIDI program names (index = program number)")
+@route(
+    "/instruments",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    summary="General MIDI program names (index = program number)",
+)
 async def instruments() -> dict[str, Any]:
     return {"programs": list(GM_PROGRAMS)}
 
 
-@get("/", include_in_schema=False)
+@route("/", http_method=[HttpMethod.GET, HttpMethod.HEAD], include_in_schema=False)
 async def page() -> File:
     index = STATIC_DIR / "index.html"
     if not index.is_file():

@@ -184,6 +184,12 @@ def test_job_progress_events_arrive_in_order_then_done(stack: Stack) -> None:
         assert rate == 48000 and len(mono) / rate == pytest.approx(
             final["result"]["duration_seconds"], abs=0.01
         )
+        # HEAD (curl -I, download managers) answers as GET would, without the body.
+        for link in ("audio", "midi", "self"):
+            got, probe = client.get(final["links"][link]), client.head(final["links"][link])
+            assert probe.status_code == 200 and probe.content == b"", (link, probe)
+            assert probe.headers["content-type"] == got.headers["content-type"], link
+            assert int(probe.headers["content-length"]) == len(got.content), link
         midi = client.get(final["links"]["midi"])
         assert midi.status_code == 200 and midi.content.startswith(b"MThd")
         ogg = client.get(final["links"]["audio"], params={"format": "ogg"})
@@ -336,6 +342,10 @@ def test_health_reports_every_component(stack: Stack) -> None:
         health = client.get("/healthz").json()
         probe = client.head("/healthz")  # as load balancers ask
         assert probe.status_code == 200 and probe.content == b""
+        for path in ("/", "/instruments", "/jobs"):  # as uptime monitors and curl -I ask
+            probe = client.head(path)
+            assert probe.status_code == 200 and probe.content == b"", (path, probe)
+        assert client.head("/jobs/nope").status_code == 404
     for name in ("nats", "database", "blob_store", "cache", "tuneforge-converter", "tuneforge-exporter"):
         assert health["checks"][name]["ok"] is True, health
 
