@@ -34,6 +34,7 @@ from tuneforge.storage.database import JobRecord
 
 DOWNLOAD_TIMEOUT_S = float(os.environ.get("TUNEFORGE_DOWNLOAD_TIMEOUT_S", "300"))
 SSE_KEEPALIVE_S = 15.0
+MAX_EVENT_ID = 2**63 - 2  # the largest Last-Event-ID honoured (a start sequence must fit in 64 bits)
 EVENT_DECODER = msgspec.json.Decoder(JobEvent)
 
 
@@ -235,7 +236,8 @@ class JobController(Controller):
         if job is None:
             raise NotFoundException(f"no job {job_id}")
         last_id = request.headers.get("last-event-id", "")
-        start_seq = int(last_id) + 1 if last_id.isdigit() else 1
+        # Bounded: JetStream sequences are 64-bit, and a larger start made the server refuse the stream.
+        start_seq = min(int(last_id), MAX_EVENT_ID) + 1 if last_id.isdigit() else 1
         if not job.from_cache:
             _ = backend.jetstream  # 503 now, while a status can still be sent, if NATS is away
         return ServerSentEvent(
@@ -248,7 +250,7 @@ class JobController(Controller):
     ) -> AsyncIterator[ServerSentEventMessage]:
         if job.from_cache:
             # Answered from the cache: the job never had events of its own.
-            yield self._final_from_record(job, 0)
+            yield self._final_from_record(job, start_seq - 1)
             return
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -301,8 +303,9 @@ class JobController(Controller):
 
     @staticmethod
     def _final_from_record(job: JobRecord, last_event_id: int) -> ServerSentEventMessage:
-        """The job's final event from its record, under the id the client already has (never lower)."""
-        event_id = last_event_id if last_event_id > 0 else None
+        """The job's final event from its record, under the id the client already has (never lower),
+        or 1 for a client that has none: every event carries an id."""
+        event_id = max(last_event_id, 1)
         if job.status == "done" and job.result is not None:
             event: msgspec.Struct = Done(job_id=job.id, result=job.result, at_unix=job.finished_at or 0.0)
             return ServerSentEventMessage(event="done", data=msgspec.json.encode(event).decode(), id=event_id)

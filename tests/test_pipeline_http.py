@@ -176,6 +176,10 @@ def test_job_progress_events_arrive_in_order_then_done(stack: Stack) -> None:
             again = read_sse(response)
         assert time.monotonic() - started < 5.0
         assert [(e["event"], e["id"]) for e in again] == [("done", events[-1]["id"])]
+        # An id beyond any JetStream sequence (64 bits) is the same: past the end.
+        for huge in ("18446744073709551615", "9" * 30):
+            with client.stream("GET", job["links"]["events"], headers={"Last-Event-ID": huge}) as response:
+                assert [e["event"] for e in read_sse(response)] == ["done"], huge
 
         assert final["result"]["duration_seconds"] >= 60.0
         audio = client.get(final["links"]["audio"])
@@ -210,7 +214,7 @@ def test_repeat_request_is_answered_from_the_cache(stack: Stack) -> None:
         repeat = client.get(f"/jobs/{again.json()['id']}").json()
         assert repeat["from_cache"] is True and repeat["result"] == wait_done(client, first["id"])["result"]
         with client.stream("GET", f"/jobs/{again.json()['id']}/events") as response:
-            assert [e["event"] for e in read_sse(response)] == ["done"]
+            assert [(e["event"], e.get("id")) for e in read_sse(response)] == [("done", "1")]
         # Clearing the cache needs the password; then the same score renders again.
         assert client.post("/clearcache", json={"password": "wrong"}).status_code == 401
         missing = client.post("/clearcache")
