@@ -62,6 +62,35 @@ def test_repeated_notes_retrigger() -> None:
     assert kinds == ["note_on", "note_off"] * 4
 
 
+def test_overlapping_notes_of_one_pitch_sound_until_the_last_ends(renderer: Renderer, tmp_path: Path) -> None:
+    """C4 for beats 0-4 and again 2-6 (and a third in another track of the same instrument, so on
+    the same channel): the pitch is struck at 0, 2 and 3 and sounds until beat 6, 3 s at 120 bpm.
+    Written as they came, the first note-off silenced the pitch at beat 4."""
+    score = decode_music(b"""{"tracks": [
+        {"instrument": "violin", "notes": [{"pitch": "C4", "start_beats": 0, "duration_beats": 4},
+                                           {"pitch": "C4", "start_beats": 2, "duration_beats": 4}]},
+        {"instrument": "violin", "notes": [{"pitch": "C4", "start_beats": 3, "duration_beats": 0.5},
+                                           {"pitch": "E4", "start_beats": 0, "duration_beats": 1}]}]}""")
+    midi = mido.MidiFile(file=io.BytesIO(score_to_midi(score)))
+    held, timeline = 0, []
+    for message in mido.merge_tracks(midi.tracks):
+        held += message.time
+        if message.type in ("note_on", "note_off") and message.note == 60:
+            timeline.append((message.type, held // midi.ticks_per_beat))
+    assert timeline == [
+        ("note_on", 0),
+        ("note_off", 2),
+        ("note_on", 2),
+        ("note_off", 3),
+        ("note_on", 3),
+        ("note_off", 6),
+    ]
+    out = tmp_path / "overlap.wav"
+    renderer.render(score_to_midi(score), out, "wav", 44100, "fluidr3_gm", 3.0)
+    samples, rate = soundfile.read(out)
+    assert sounding_seconds(samples.mean(axis=1), rate) >= 3.0
+
+
 def test_held_a4_sounds_at_440_hz_for_its_duration(renderer: Renderer, tmp_path: Path) -> None:
     out = tmp_path / "a4.wav"
     flute = held_a4(2.0, instrument="flute")  # near-sinusoidal, sustains at full level until released

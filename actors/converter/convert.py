@@ -38,6 +38,48 @@ def _as_meta_text(text: str) -> str:
     return text.encode("utf-8").decode("latin-1")
 
 
+def _note_events(score: Score, channels: list[int]) -> list[list[tuple[int, mido.Message]]]:
+    """Each track's note messages in time order, with notes of one pitch on one channel that overlap
+    (within a track, or in tracks sharing the channel) played as a synth can play them.
+
+    A synth keeps one key per pitch and channel: written as they come, the first note-off of two
+    overlapping notes silenced both (C4 for beats 0-4 and again 2-6 stopped at beat 4). So a note
+    struck while its pitch still sounds re-strikes it (a note-off, then its note-on), and the pitch
+    sounds until the last of the overlapping notes ends.
+    """
+    timeline: list[
+        tuple[int, int, int, int, int, int]
+    ] = []  # tick, off 0/on 1, channel, pitch, velocity, track
+    for index, (track, channel) in enumerate(zip(score.tracks, channels, strict=True)):
+        for note in track.notes:
+            start = _ticks(note.start_beats)
+            end = max(start + 1, _ticks(note.end_beats))
+            timeline.append((start, 1, channel, note.midi_pitch, note.velocity, index))
+            timeline.append((end, 0, channel, note.midi_pitch, 0, index))
+    # Note-offs before note-ons on the same tick, so a note repeated end to start retriggers.
+    timeline.sort(key=lambda event: (event[0], event[1]))
+    sounding: dict[tuple[int, int], int] = {}  # (channel, pitch): notes holding it
+    tracks: list[list[tuple[int, mido.Message]]] = [[] for _ in score.tracks]
+    for tick, is_on, channel, pitch, velocity, index in timeline:
+        held = sounding.get((channel, pitch), 0)
+        if is_on:
+            if held:
+                tracks[index].append(
+                    (tick, mido.Message("note_off", channel=channel, note=pitch, velocity=0))
+                )
+            tracks[index].append(
+                (tick, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity))
+            )
+            sounding[(channel, pitch)] = held + 1
+        else:
+            sounding[(channel, pitch)] = held - 1
+            if held == 1:
+                tracks[index].append(
+                    (tick, mido.Message("note_off", channel=channel, note=pitch, velocity=0))
+                )
+    return tracks
+
+
 def score_to_midi(score: Score) -> bytes:
     """Encode a validated Score: tempo, time signature, program changes, one track per part."""
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
@@ -53,25 +95,16 @@ def score_to_midi(score: Score) -> bytes:
     conductor.append(mido.MetaMessage("end_of_track", time=end_tick))
     midi.tracks.append(conductor)
 
-    for index, (track, channel) in enumerate(zip(score.tracks, _channels(score.tracks), strict=True)):
-        events: list[tuple[int, int, mido.Message]] = []
-        for note in track.notes:
-            pitch = note.midi_pitch
-            start = _ticks(note.start_beats)
-            end = max(start + 1, _ticks(note.end_beats))
-            # Sort key puts note-offs before note-ons on the same tick, so repeated notes retrigger.
-            events.append(
-                (start, 1, mido.Message("note_on", channel=channel, note=pitch, velocity=note.velocity))
-            )
-            events.append((end, 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
-        events.sort(key=lambda item: (item[0], item[1]))
+    channels = _channels(score.tracks)
+    for index, (track, events) in enumerate(zip(score.tracks, _note_events(score, channels), strict=True)):
+        channel = channels[index]
         default_name = "Drums" if track.drums else f"Track {index + 1}"
         name = _as_meta_text(track.name or default_name)
         part = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
         if not track.drums:
             part.append(mido.Message("program_change", channel=channel, program=track.program, time=0))
         now = 0
-        for tick, _, message in events:
+        for tick, message in events:
             part.append(message.copy(time=tick - now))
             now = tick
         part.append(mido.MetaMessage("end_of_track", time=0))
