@@ -142,4 +142,7 @@ def _checked_length(midi: mido.MidiFile, max_seconds: float) -> float:
         raise MidiError("the MIDI file contains no timed events to play")
     if seconds > max_seconds:
         raise MidiError(f"the MIDI file lasts {seconds:.1f} s: at most {max_seconds:.0f} s is allowed")
+    # A file of tempo and end-of-track events only would render as seconds of silence, called done.
+    if not any(m.type == "note_on" and m.velocity > 0 for track in midi.tracks for m in track):
+        raise MidiError("the MIDI file has no notes to play")
     return seconds

@@ -199,6 +199,17 @@ def test_overlong_midi_is_rejected() -> None:
         inspect_midi(score_to_midi(held_a4(61.0)), 60)
 
 
+def test_midi_without_notes_is_refused() -> None:
+    """Tempo, a marker and the end of the track two seconds later (or notes of velocity 0, which
+    are note-offs): nothing to play, refused rather than rendered as silence."""
+    silent = smf(b"\x00\xff\x51\x03\x07\xa1\x20" + b"\x87\x40\x90\x45\x00" + b"\x87\x40\xff\x2f\x00")
+    with pytest.raises(MidiError, match="no notes"):
+        inspect_midi(silent, 600)
+    with pytest.raises(MidiError, match="no notes"):
+        renderable_midi(silent, 600)
+    assert inspect_midi(smf(A4_SECOND), 600) == pytest.approx(1.0)
+
+
 def smf(events: bytes, declared_tracks: int = 1, file_type: int = 0) -> bytes:
     """A Standard MIDI File, 480 ticks per beat, of one track of raw `events`."""
     header = b"MThd" + struct.pack(">IHHH", 6, file_type, declared_tracks, 480)

@@ -264,6 +264,13 @@ NOTE = {"pitch": 60, "start_beats": 0, "duration_beats": 1}
         ),
         (json.dumps({"notes": [[440]], "options": {"format": "mp4"}}).encode(), {}, 400, "format"),
         (b"this is not a MIDI file", {"content-type": "audio/midi"}, 400, "MIDI"),
+        (  # tempo and end of track only: no notes
+            b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0MTrk\x00\x00\x00\x0c"
+            b"\x00\xff\x51\x03\x07\xa1\x20\x87\x40\xff\x2f\x00",
+            {"content-type": "audio/midi"},
+            400,
+            "no notes",
+        ),
         (b"GIF89a", {"content-type": "image/gif"}, 400, "unsupported content type"),
         (b"", {"content-type": "application/json"}, 400, "no body"),
         (b'{"tracks": [{"notes": []}]}', {}, 400, "the score has no notes"),
