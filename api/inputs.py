@@ -120,10 +120,11 @@ def media_type(request: Request[Any, Any, Any]) -> str:
     return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
 
 
-def _options(raw: dict[str, Any], defaults: dict[str, Any]) -> RenderOptions:
-    merged = {**defaults, **raw}
-    rate = merged.get("sample_rate_hz")
-    if isinstance(rate, str):  # from a query string or a form
+def _normalised_options(given: dict[str, Any]) -> dict[str, Any]:
+    """Options as typed in a query string or a form (all text) read as the JSON body would give them."""
+    fields = dict(given)
+    rate = fields.get("sample_rate_hz")
+    if isinstance(rate, str):
         try:
             hz = float(rate)
         except ValueError:
@@ -132,16 +133,34 @@ def _options(raw: dict[str, Any], defaults: dict[str, Any]) -> RenderOptions:
             raise ClientException(
                 f"invalid render options: sample_rate_hz must be a whole number of Hz, not {rate!r}"
             )
-        merged["sample_rate_hz"] = int(hz)
-    flag = merged.get("analyze_mood")
+        fields["sample_rate_hz"] = int(hz)
+    flag = fields.get("analyze_mood")
     if isinstance(flag, str):
         if flag.lower() not in TRUE_WORDS | FALSE_WORDS:
             raise ClientException(f"invalid render options: analyze_mood must be true or false, not {flag!r}")
-        merged["analyze_mood"] = flag.lower() in TRUE_WORDS
+        fields["analyze_mood"] = flag.lower() in TRUE_WORDS
+    return fields
+
+
+def _validated_options(fields: dict[str, Any]) -> RenderOptions:
     try:
-        return msgspec.convert(merged, RenderOptions)
+        return msgspec.convert(fields, RenderOptions)
     except msgspec.ValidationError as error:
         raise ClientException(f"invalid render options: {error}") from None
+
+
+def _options(raw: dict[str, Any], query: dict[str, Any]) -> RenderOptions:
+    """Options from the body (or form fields) and from the query string, each checked: an invalid
+    query is an error even where the body gives the option, and the two may not disagree."""
+    from_query, from_body = _normalised_options(query), _normalised_options(raw)
+    _validated_options(from_query)
+    for name in sorted(from_query.keys() & from_body.keys()):
+        if from_query[name] != from_body[name]:
+            raise ClientException(
+                f"render option {name} is given twice, differently: {from_query[name]!r} in the query "
+                f"string and {from_body[name]!r} in the body; give it once"
+            )
+    return _validated_options({**from_query, **from_body})
 
 
 def query_options(request: Request[Any, Any, Any]) -> dict[str, Any]:

@@ -319,6 +319,15 @@ def test_options_from_a_query_string_read_as_people_write_them(live_stack: Stack
         assert response.status_code == 200, response.text
         assert soundfile.info(io.BytesIO(response.content)).samplerate == 22050
         assert client.post("/jobs?analyze_mood=maybe", json=body).status_code == 400
+        # A query is checked even where the body gives options, and the two may not disagree.
+        with_options = {**body, "options": {"format": "flac"}}
+        for query, words in (("format=bogus", "format"), ("sample_rate_hz=abc", "whole number")):
+            response = client.post(f"/jobs?{query}", json=with_options)
+            assert response.status_code == 400 and words in response.json()["detail"], response.text
+        clash = client.post("/download?format=ogg", json=with_options)
+        assert clash.status_code == 400 and "given twice" in clash.json()["detail"], clash.text
+        agreed = client.post("/download?format=flac&sample_rate_hz=22050", json=with_options)
+        assert agreed.status_code == 200 and soundfile.info(io.BytesIO(agreed.content)).format == "FLAC"
 
 
 def test_json_saved_with_a_byte_order_mark_is_read(live_stack: Stack) -> None:
