@@ -137,7 +137,28 @@ _PROGRAM_BY_NAME = {name: number for number, name in enumerate(GM_PROGRAMS)}
 # Common spellings people type: "piano", "Acoustic Grand Piano", "honky-tonk piano".
 _PROGRAM_BY_NAME.update({"piano": 0, "grand_piano": 0, "guitar": 24, "bass": 32, "strings": 48})
 
-_NOTE_NAME = re.compile(r"^([A-Ga-g])([#♯b♭]{0,2})(-?\d+)$")
+# One kind of accidental per name, single or double, in ASCII or as the signs themselves ("x" is
+# the printed double sharp); "C#b4" means nothing and is refused.
+_ACCIDENTALS = {
+    "": 0,
+    "♮": 0,
+    "#": 1,
+    "♯": 1,
+    "##": 2,
+    "♯♯": 2,
+    "x": 2,
+    "𝄪": 2,
+    "b": -1,
+    "♭": -1,
+    "bb": -2,
+    "♭♭": -2,
+    "𝄫": -2,
+}
+_NOTE_NAME = re.compile(
+    r"^([A-Ga-g])("
+    + "|".join(re.escape(a) for a in sorted(_ACCIDENTALS, key=len, reverse=True))
+    + r")(-?\d+)$"
+)
 _SEMITONE = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 
 
@@ -163,10 +184,11 @@ def midi_number(pitch: int | str) -> int:
     else:
         match = _NOTE_NAME.match(pitch.strip())
         if not match:
-            raise ValueError(f"pitch {pitch!r} is not a MIDI number or a note name like 'C#4'")
-        letter, accidentals, octave = match.groups()
-        shift = sum(1 if a in "#♯" else -1 for a in accidentals)
-        number = 12 * (int(octave) + 1) + _SEMITONE[letter.lower()] + shift
+            raise ValueError(
+                f"pitch {pitch!r} is not a MIDI number or a note name like 'C#4', 'Eb3' or 'F##4'"
+            )
+        letter, accidental, octave = match.groups()
+        number = 12 * (int(octave) + 1) + _SEMITONE[letter.lower()] + _ACCIDENTALS[accidental]
     if not 0 <= number <= 127:
         raise ValueError(f"pitch {pitch!r} is outside the MIDI range 0-127")
     return number
@@ -178,5 +200,8 @@ def frequency_to_midi(frequency_hz: float) -> int:
         raise ValueError(f"frequency {frequency_hz} Hz must be a positive number")
     number = round(69 + 12 * math.log2(frequency_hz / 440.0))
     if not 0 <= number <= 127:
-        raise ValueError(f"frequency {frequency_hz} Hz is outside the MIDI note range (8.2-12544 Hz)")
+        raise ValueError(
+            f"frequency {frequency_hz} Hz is outside the MIDI note range: it must round to a note from"
+            " 0 (8.18 Hz) to 127 (12544 Hz), so lie between 7.944 and 12911 Hz"
+        )
     return number

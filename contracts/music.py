@@ -77,7 +77,10 @@ class Score(Struct, frozen=True):
             raise ValueError(f"{len(self.tracks)} tracks: at most {MAX_TRACKS} are allowed")
         melodic_programs = {t.program for t in self.tracks if not t.drums}
         if len(melodic_programs) > MAX_MELODIC_CHANNELS:
-            raise ValueError(f"at most {MAX_MELODIC_CHANNELS} different melodic instruments fit in MIDI")
+            raise ValueError(
+                f"{len(melodic_programs)} different melodic instruments: at most {MAX_MELODIC_CHANNELS} fit"
+                " in MIDI (16 channels, one kept for drums; tracks of one instrument share a channel)"
+            )
         note_count = self.note_count
         if note_count == 0:
             raise ValueError("the score has no notes: give at least one track at least one note")
@@ -189,7 +192,15 @@ def decode_music(body: bytes | dict[str, Any]) -> Score:
         if "notes" in raw:
             return msgspec.convert(raw, Grid).to_score()
     except msgspec.ValidationError as error:
-        raise MusicError(str(error)) from None
+        message = str(error)
+        if message.endswith("`$.speed`") and (
+            "Expected `float` >=" in message or "Expected `float` <=" in message
+        ):
+            message = (
+                f"speed must be from {MIN_TEMPO_BPM / 120:.4g} to {MAX_TEMPO_BPM / 120:.4g}: the tempo is"
+                f" speed x 120 bpm, and {MIN_TEMPO_BPM:.0f}-{MAX_TEMPO_BPM:.0f} bpm is allowed - at `$.speed`"
+            )
+        raise MusicError(message) from None
     except ValueError as error:
         raise MusicError(str(error)) from None
     raise MusicError("expected a Score (an object with 'tracks') or a Grid (an object with 'notes')")

@@ -15,13 +15,18 @@ def score_json(notes: list[dict], **extra: object) -> bytes:
 
 @pytest.mark.parametrize(
     ("name", "number"),
-    [("C4", 60), ("A4", 69), ("C#4", 61), ("Eb3", 51), ("B#3", 60), ("C-1", 0), ("G9", 127), (64, 64)],
+    [
+        *[("C4", 60), ("A4", 69), ("C#4", 61), ("Eb3", 51), ("B#3", 60), ("C-1", 0), ("G9", 127), (64, 64)],
+        # Double accidentals, the signs themselves, and "x", the printed double sharp.
+        *[("F##4", 67), ("Fx4", 67), ("F𝄪4", 67), ("Bbb3", 57), ("B𝄫3", 57), ("C♯4", 61), ("B♭3", 58)],
+        *[("C♮4", 60), ("bb3", 58), ("Cb4", 59), ("E#3", 53)],
+    ],
 )
 def test_note_names_follow_scientific_pitch(name: str | int, number: int) -> None:
     assert midi_number(name) == number
 
 
-@pytest.mark.parametrize("bad", ["H4", "C", "A#", "G#9", 128, -1, "4C"])
+@pytest.mark.parametrize("bad", ["H4", "C", "A#", "G#9", 128, -1, "4C", "C#b4", "Cb#4", "C###4", "x4"])
 def test_bad_pitches_are_rejected(bad: str | int) -> None:
     with pytest.raises(ValueError):
         midi_number(bad)
@@ -74,6 +79,22 @@ def test_grid_converts_to_a_score_one_beat_per_column() -> None:
         (b'{"tracks": [{"notes": []}, {"drums": true, "notes": []}]}', "the score has no notes"),
         (b'{"notes": [[-5]]}', "positive"),
         (b'{"notes": [[]]}', "no notes"),
+        (b'{"notes": [[7.9]]}', "between 7.944 and 12911 Hz"),
+        (
+            b'{"notes": [[440]], "speed": 4}',
+            "speed must be from 0.1667 to 3.333: the tempo is speed x 120 bpm",
+        ),
+        (
+            msgspec.json.encode(
+                {
+                    "tracks": [
+                        {"instrument": p, "notes": [{"pitch": 60, "start_beats": 0, "duration_beats": 1}]}
+                        for p in range(16)
+                    ]
+                }
+            ),
+            "16 different melodic instruments: at most 15",
+        ),
     ],
 )
 def test_bad_music_gets_a_clear_message(body: bytes, words: str) -> None:
