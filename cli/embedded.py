@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import fcntl
+import os
 import shutil
 import signal
 import socket
@@ -79,12 +81,57 @@ def start_nats_server(
     port: int | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start nats-server with JetStream on `port` (4222 if free, else any free port)."""
+    """Start nats-server with JetStream on `port` (4222 if free, else any free port).
+
+    One server per store: two servers on one store (a second `tuneforge up` on the same data
+    directory) numbered their messages alike and left it corrupt. A lock on the store, held by the
+    server process itself for as long as it runs, refuses the second with a `RuntimeError`.
+    """
     if port is None:
         port = 4222 if port_is_free(host, 4222) else free_port(host)
     store_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock_store(store_dir)
     log_path = store_dir / "nats-server.log"
-    process = subprocess.Popen(
+    try:
+        process = _spawn_nats_server(store_dir, host, port, log_path, lock_fd)
+    finally:
+        os.close(lock_fd)  # the server holds the lock now (or nobody, if it did not start)
+    (store_dir / STORE_LOCK).write_text(f"{process.pid}\n")  # named in a second one's refusal
+    try:
+        wait_for_port(host, port, 15.0, process, should_stop)
+    except StartInterrupted:
+        process.terminate()
+        process.wait()
+        raise
+    except (RuntimeError, TimeoutError) as error:
+        tail = log_path.read_text()[-2000:] if log_path.exists() else ""
+        raise RuntimeError(f"nats-server did not start: {error}\n{tail}") from None
+    return process, f"nats://{host}:{port}"
+
+
+STORE_LOCK = "tuneforge-store.lock"
+
+
+def _lock_store(store_dir: Path) -> int:
+    """An open descriptor holding an exclusive lock on the store; `RuntimeError` if it is taken."""
+    path = store_dir / STORE_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        owner = path.read_text().strip() or "unknown"
+        raise RuntimeError(
+            f"the NATS store {store_dir} is in use by another TuneForge (nats-server pid {owner}): "
+            "stop that one, or give this one another --data-dir (or TUNEFORGE_NATS_URL to share its NATS)"
+        ) from None
+    return fd
+
+
+def _spawn_nats_server(
+    store_dir: Path, host: str, port: int, log_path: Path, lock_fd: int
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             nats_server_binary(),
             "-a",
@@ -103,14 +150,5 @@ def start_nats_server(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
         preexec_fn=die_with_parent,
+        pass_fds=(lock_fd,),  # the server inherits the lock: it is held exactly as long as it runs
     )
-    try:
-        wait_for_port(host, port, 15.0, process, should_stop)
-    except StartInterrupted:
-        process.terminate()
-        process.wait()
-        raise
-    except (RuntimeError, TimeoutError) as error:
-        tail = log_path.read_text()[-2000:] if log_path.exists() else ""
-        raise RuntimeError(f"nats-server did not start: {error}\n{tail}") from None
-    return process, f"nats://{host}:{port}"

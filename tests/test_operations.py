@@ -420,3 +420,35 @@ def test_the_api_stops_within_seconds_after_idling(tmp_path: Path) -> None:
     finally:
         _stop(api, 1)
         _stop(nats_process)
+
+
+def test_a_second_stack_on_the_same_data_folder_is_refused(tmp_path: Path) -> None:
+    """Two nats-servers on one store numbered their messages alike and left it corrupt (a second
+    `tuneforge up` on the same --data-dir). The store is locked for as long as its server runs."""
+    first, _ = start_nats_server(tmp_path / "nats", port=free_port())
+    try:
+        with pytest.raises(
+            RuntimeError, match=f"in use by another TuneForge \\(nats-server pid {first.pid}\\)"
+        ):
+            start_nats_server(tmp_path / "nats", port=free_port())
+        second_up = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tuneforge",
+                "up",
+                "--port",
+                str(free_port()),
+                "--data-dir",
+                str(tmp_path),
+            ],
+            env={k: v for k, v in os.environ.items() if k != "TUNEFORGE_NATS_URL"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second_up.returncode == 1 and "in use by another TuneForge" in second_up.stderr, second_up
+    finally:
+        _stop(first)
+    again, _ = start_nats_server(tmp_path / "nats", port=free_port())  # free once the first has stopped
+    _stop(again)
