@@ -86,6 +86,10 @@ class RenderInput:
         return input_key(self.kind, payload, self.options)
 
 
+# How long a job's status waits for the bus's last event before answering from its record.
+GET_JOB_BUS_TIMEOUT_S = 2.0
+
+
 class Backend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -159,8 +163,12 @@ class Backend:
         job = await self.db.get_job(job_id)
         if job is None or job.status in ("done", "failed") or self.js is None:
             return job
+        if self.nc is None or not self.nc.is_connected:
+            return job  # the bus is away: asking it would wait out its 10-s timeout on every request
         try:
-            last = await self.js.get_last_msg("TUNEFORGE_EVENTS", events_subject(job_id))
+            last = await asyncio.wait_for(
+                self.js.get_last_msg("TUNEFORGE_EVENTS", events_subject(job_id)), GET_JOB_BUS_TIMEOUT_S
+            )
             event = EVENT_DECODER.decode(last.data or b"")
         except Exception:  # no event yet, or the bus is away: the record stands
             return job
