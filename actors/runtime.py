@@ -150,7 +150,14 @@ class EventPublisher:
             at_unix=time.time(),
             detail=detail,
         )
-        await self._publish(job_id, event)
+        try:
+            await self._publish(job_id, event)
+        except Exception as error:
+            # Progress is news about the work, not the work: after a NATS outage a failed
+            # "rendering 100 %" once threw a finished render away and had the job rendered again.
+            log.warning(
+                "job %s: a progress event was not published: %s", job_id, str(error) or type(error).__name__
+            )
 
     async def done(self, job_id: str, result: JobResult) -> None:
         # The message id makes a redelivered job's second `done` a duplicate the server drops.

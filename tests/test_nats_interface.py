@@ -4,10 +4,12 @@ error headers, and durable jobs published straight onto JetStream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -15,7 +17,9 @@ import soundfile
 from nats.aio.client import Client
 
 from tests.audio import dominant_frequency_hz
-from tests.conftest import Stack
+from tests.conftest import Stack, _stop
+from tuneforge.actors.runtime import EventPublisher, connect
+from tuneforge.embedded import free_port, start_nats_server
 
 
 @pytest.fixture
@@ -159,3 +163,21 @@ async def test_a_poison_job_is_reported_failed_not_retried(nc: Client, live_stac
         event["event"] == "failed" and event["error"]["code"] == 400 and "sha256" in event["error"]["message"]
     )
     await events.unsubscribe()
+
+
+async def test_a_progress_event_the_bus_cannot_take_costs_the_job_nothing(tmp_path: Path) -> None:
+    """After a NATS outage a failed "rendering 100 %" event threw the finished render away and the
+    job was rendered again; progress is best effort, a job's final event is not."""
+    process, url = start_nats_server(tmp_path / "nats", port=free_port())
+    client, _ = await connect(url, "progress-test")
+    try:
+        events = EventPublisher(client.jetstream(timeout=1))
+        await events.progress("job-1", "rendering", 50.0)
+        _stop(process)
+        await asyncio.wait_for(events.progress("job-1", "rendering", 100.0), 5)  # logged, not raised
+        with pytest.raises(Exception):  # noqa: B017 - whatever the bus raises, it reaches the job
+            await asyncio.wait_for(events.failed("job-1", "rendering", 500, "render lost"), 5)
+    finally:
+        _stop(process)
+        with contextlib.suppress(Exception):  # closing a client whose server is gone may raise
+            await client.close()
