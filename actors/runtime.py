@@ -69,7 +69,7 @@ class UnreadableBlob(BadInput):
 
 async def connect(url: str, name: str) -> tuple[Client, JetStreamContext]:
     async def on_error(error: Exception) -> None:
-        log.warning("nats: %s", error)
+        log.warning("nats: %s", str(error).removeprefix("nats: ") or type(error).__name__)
 
     async def on_disconnect() -> None:
         log.warning("nats: disconnected")

@@ -107,7 +107,7 @@ class Backend:
         await self.db.create_schema()
 
         async def on_error(error: Exception) -> None:  # one line, not nats-py's default traceback
-            log.warning("nats: %s", str(error) or type(error).__name__)
+            log.warning("nats: %s", str(error).removeprefix("nats: ") or type(error).__name__)
 
         async def on_disconnect() -> None:
             log.warning("nats: disconnected")

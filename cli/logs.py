@@ -19,7 +19,7 @@ QUIET_LOGGERS = ("azure",)  # azure.core.pipeline.policies.http_logging_policy a
 # Where the NATS client's reports come from: nats-py's logger (its default error callback, with
 # a traceback), and the actors' own callbacks ("nats: …").
 NATS_CLIENT_LOGGER = "nats.aio.client"
-NATS_CALLBACK_LOGGERS = ("tuneforge.actors.runtime",)
+NATS_CALLBACK_LOGGERS = ("tuneforge.actors.runtime", "tuneforge.api.backend")
 
 
 def log_level() -> str:

@@ -322,6 +322,8 @@ for _ in range(50):  # a reconnect attempt every half second, as nats-py reports
     except ConnectionRefusedError as error:
         logging.getLogger("nats.aio.client").error("nats: encountered error", exc_info=error)
 logging.getLogger("tuneforge.actors.runtime").warning("nats: disconnected")
+for _ in range(50):  # the API reports each failed reconnect through its own callback
+    logging.getLogger("tuneforge.api.backend").warning("nats: %s", "[Errno 111] Connection refused")
 logging.getLogger("tuneforge.api").info("still here")
 """
 
@@ -338,6 +340,7 @@ def test_logging_keeps_azure_headers_and_nats_reconnect_tracebacks_out() -> None
         "nats: encountered error: ConnectionRefusedError: [Errno 111] Connect call failed"
     )
     assert "nats: disconnected" in result.stderr and "still here" in result.stderr
+    assert sum("tuneforge.api.backend: nats: [Errno 111]" in line for line in result.stderr.splitlines()) == 1
     # At DEBUG an operator asked for everything.
     debug = subprocess.run(
         [sys.executable, "-c", LOGGING_PROBE],
