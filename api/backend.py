@@ -100,6 +100,9 @@ class Backend:
         self.js: JetStreamContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        # Set (from the server's signal handler: a plain flag) once the API is told to stop: open
+        # event streams end then, cleanly, rather than hold the server until it cuts them off.
+        self.closing = False
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -262,7 +262,7 @@ class JobController(Controller):
         try:
             idle_s = 0.0
             record_checked = False
-            while True:
+            while not backend.closing:  # a stopping API ends the stream; EventSource reconnects
                 try:
                     msg = await subscription.next_msg(timeout=1.0)
                 except nats.errors.TimeoutError:

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from tuneforge.checks import mask, startup_checks
 from tuneforge.embedded import (
@@ -136,13 +137,20 @@ def run_api(settings: Settings, host: str, port: int, checks: bool = True, log_l
     # Litestar's default logging config sets the root logger to INFO as the app is made: back to
     # TUNEFORGE_LOG_LEVEL, which uvicorn's own loggers follow too.
     logging.getLogger().setLevel(log_level)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        timeout_graceful_shutdown=5,
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # Open event streams never finish on their own: told to stop, they end (within a
+            # second), so the server stops at once instead of cutting them after its 5-s grace.
+            backend = getattr(app.state, "backend", None)
+            if backend is not None:
+                backend.closing = True
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level.lower(), timeout_graceful_shutdown=5
     )
+    Server(config).run()
     return 0
 
 

@@ -463,3 +463,25 @@ def test_a_second_stack_on_the_same_data_folder_is_refused(tmp_path: Path) -> No
         _stop(first)
     again, _ = start_nats_server(tmp_path / "nats", port=free_port())  # free once the first has stopped
     _stop(again)
+
+
+def test_a_stopping_api_ends_open_event_streams_cleanly(tmp_path: Path) -> None:
+    """A browser watching a job while the API restarts: the stream ended in a cut connection after
+    the server's 5-s grace (and a traceback in its log); now it ends cleanly and the API stops."""
+    nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
+    api, url = start_api(nats_url, tmp_path)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            job = client.post("/jobs", json={"notes": [[440.0]]}).json()  # no actors: it stays queued
+            with client.stream("GET", f"/jobs/{job['id']}/events") as stream:
+                lines = stream.iter_lines()
+                assert next(lines).startswith(("event:", "id:", ":"))  # the stream is open
+                asked = time.monotonic()
+                api.send_signal(signal.SIGTERM)
+                rest = list(lines)  # ends without an error: a clean end of the chunked body
+            assert time.monotonic() - asked < 3, rest
+        api.wait(timeout=5)
+        assert time.monotonic() - asked < 4
+    finally:
+        _stop(api, 1)
+        _stop(nats_process)
