@@ -431,7 +431,7 @@ async def run_consumer(
             )
             await retry_or_fail(
                 msg,
-                f"{error}: a {durable} replica cannot read the job's files; every replica must use the "
+                f"{error}: this {durable} replica cannot read the job's files; every replica must use the "
                 "same blob store (TUNEFORGE_BLOB_URL)",
             )
         except (BadInput, msgspec.ValidationError, msgspec.DecodeError) as error:

@@ -134,6 +134,11 @@ async def check_database(url: str) -> None:
     except ModuleNotFoundError as error:  # e.g. postgresql:// asks for psycopg
         hint = "use an async driver: postgresql+asyncpg://, sqlite+aiosqlite://"
         raise NotUsable(f"{error}: {hint}") from None
+    except Exception as error:  # e.g. postgres:// (Heroku's spelling): no such SQLAlchemy dialect
+        if "Can't load plugin" not in str(error):
+            raise
+        hint = "write postgresql+asyncpg://… or sqlite+aiosqlite:///…"
+        raise NotUsable(f"{_first_line(error)}: {hint}") from None
     try:
         await database.check()
     finally:

@@ -226,6 +226,21 @@ def test_up_names_each_backend_it_cannot_reach_and_starts_nothing(tmp_path: Path
     assert not (tmp_path / "nats").exists()  # no embedded server either
 
 
+@pytest.mark.parametrize(
+    "url", ["postgres://postgres@127.0.0.1/test", "postgresql://postgres@127.0.0.1/test"]
+)
+def test_a_database_url_in_another_spelling_is_answered_with_ours(url: str, tmp_path: Path) -> None:
+    env = clean_env(TUNEFORGE_DATABASE_URL=url)
+    result = tuneforge("up", "--port", str(free_port()), "--data-dir", str(tmp_path), env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = said(result)
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("tuneforge: database ")
+        and "postgresql+asyncpg://" in lines[0]
+    )
+
+
 def test_a_nats_server_without_jetstream_is_named_as_such(tmp_path: Path) -> None:
     port = free_port()
     server = subprocess.Popen(
