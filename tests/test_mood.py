@@ -148,10 +148,29 @@ def test_the_sample_rate_and_codec_of_a_recording_do_not_change_its_mood(
             soundfile.write(path, soxr.resample(y, rate, other_rate), other_rate, format=fmt)
             copy = analyze(path, None, model)
             assert copy.label == reference.label, (other_rate, fmt, copy.probabilities)
-            # Measured: within .12 (valence of the sad piece, which sits near the axis); before the
-            # features were band-limited the same copies moved by up to 1.8 and changed label.
-            assert copy.valence == pytest.approx(reference.valence, abs=0.15), (other_rate, fmt)
-            assert copy.arousal == pytest.approx(reference.arousal, abs=0.15), (other_rate, fmt)
+            # Measured: within .17 (valence of the sad piece's MP3 copy: its render reads -.004, on
+            # the axis, since renders no longer inherit the previous one's reverb; .12 before); before
+            # the features were band-limited the same copies moved by up to 1.8 and changed label.
+            assert copy.valence == pytest.approx(reference.valence, abs=0.2), (other_rate, fmt)
+            assert copy.arousal == pytest.approx(reference.arousal, abs=0.2), (other_rate, fmt)
+
+
+def test_a_job_rendered_as_ogg_gets_the_mood_its_wav_gets(
+    renderer: Renderer, model: MoodModel, tmp_path: Path
+) -> None:
+    """A job asking for OGG Vorbis is analysed from that file, with its MIDI: the lossy codec is
+    not a mood (measured here: within .08; bench/mood_eval.py scores EMOPIA's val clips as OGG)."""
+    for piece in (HAPPY, SAD):
+        seconds = mido.MidiFile(file=io.BytesIO(piece)).length
+        moods = []
+        for fmt in ("wav", "ogg"):
+            path = tmp_path / f"job.{fmt}"
+            renderer.render(piece, path, fmt, 44100, "fluidr3_gm", seconds)  # type: ignore[arg-type]
+            moods.append(analyze(path, piece, model))
+        wav, ogg = moods
+        assert ogg.label == wav.label and ogg.model == wav.model
+        assert ogg.valence == pytest.approx(wav.valence, abs=0.15)
+        assert ogg.arousal == pytest.approx(wav.arousal, abs=0.15)
 
 
 @pytest.mark.parametrize(
