@@ -47,9 +47,8 @@ def _note_events(score: Score, channels: list[int]) -> list[list[tuple[int, mido
     struck while its pitch still sounds re-strikes it (a note-off, then its note-on), and the pitch
     sounds until the last of the overlapping notes ends.
     """
-    timeline: list[
-        tuple[int, int, int, int, int, int]
-    ] = []  # tick, off 0/on 1, channel, pitch, velocity, track
+    # (tick, 0 for a note-off or 1 for a note-on, channel, pitch, velocity, track index)
+    timeline: list[tuple[int, int, int, int, int, int]] = []
     for index, (track, channel) in enumerate(zip(score.tracks, channels, strict=True)):
         for note in track.notes:
             start = _ticks(note.start_beats)
@@ -62,11 +61,10 @@ def _note_events(score: Score, channels: list[int]) -> list[list[tuple[int, mido
     tracks: list[list[tuple[int, mido.Message]]] = [[] for _ in score.tracks]
     for tick, is_on, channel, pitch, velocity, index in timeline:
         held = sounding.get((channel, pitch), 0)
+        note_off = (tick, mido.Message("note_off", channel=channel, note=pitch, velocity=0))
         if is_on:
             if held:
-                tracks[index].append(
-                    (tick, mido.Message("note_off", channel=channel, note=pitch, velocity=0))
-                )
+                tracks[index].append(note_off)
             tracks[index].append(
                 (tick, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity))
             )
@@ -74,9 +72,7 @@ def _note_events(score: Score, channels: list[int]) -> list[list[tuple[int, mido
         else:
             sounding[(channel, pitch)] = held - 1
             if held == 1:
-                tracks[index].append(
-                    (tick, mido.Message("note_off", channel=channel, note=pitch, velocity=0))
-                )
+                tracks[index].append(note_off)
     return tracks
 
 
