@@ -13,7 +13,8 @@ MIDI it was rendered from. Side by side, in the same run:
   - the committed model.
 Tasks: 4 quadrants, arousal (high/low), valence (positive/negative); plus the model's confusion matrix.
 The audio head is also scored on copies of the same clips as other recordings would carry them:
-peak-normalised to -1 dBFS (a mastered level) and resampled to 8 kHz (a narrow-band file).
+peak-normalised to -1 dBFS (a mastered level) and resampled to 8 kHz (a narrow-band file); both
+heads on the clips rendered as OGG Vorbis (what a job asking for OGG analyses).
 
 Throughput — a 1-minute and a 10-minute piano piece (EMOPIA clips strung together) rendered to
 44.1 kHz stereo WAV, analysed in a fresh child process each (after the librosa/model warm-up):
@@ -96,7 +97,14 @@ def accuracy(emopia: Path, cache: Path) -> None:
         "loud_normalised": [],
         "loud_raw": [],
     }
-    predicted: dict[str, list[int]] = {"audio": [], "audio_midi": [], "audio_loud": [], "audio_8k": []}
+    predicted: dict[str, list[int]] = {
+        "audio": [],
+        "audio_midi": [],
+        "audio_loud": [],
+        "audio_8k": [],
+        "audio_ogg": [],
+        "audio_midi_ogg": [],
+    }
     render_s = analyze_s = audio_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for i, row in enumerate(val):
@@ -118,6 +126,10 @@ def accuracy(emopia: Path, cache: Path) -> None:
             narrow = Path(tmp) / "8k.wav"  # the same clip as an 8 kHz recording would carry it
             soundfile.write(narrow, soxr.resample(samples, rate, 8000), 8000)
             predicted["audio_8k"].append(QUADRANTS.index(analyze(narrow, None, model).quadrant))
+            ogg = Path(tmp) / "clip.ogg"  # what a job rendering OGG Vorbis analyses, and a common upload
+            renderer.render(midi, ogg, "ogg", 44100, "fluidr3_gm", float(row["seconds"]) + 5)
+            predicted["audio_ogg"].append(QUADRANTS.index(analyze(ogg, None, model).quadrant))
+            predicted["audio_midi_ogg"].append(QUADRANTS.index(analyze(ogg, midi, model).quadrant))
             # The same feature vectors, for the logistic-regression baselines.
             for key, source, normalise in (
                 ("normalised", path, True),
@@ -164,6 +176,17 @@ def accuracy(emopia: Path, cache: Path) -> None:
         "model audio, 44.1 kHz": columns["model audio"],
         "model audio, 8 kHz copy": task_scores(np.array(predicted["audio_8k"]), y),
     }
+    # The same clips rendered as OGG Vorbis (a lossy codec fills spectral valleys).
+    ogg_columns = {
+        "model audio, WAV": columns["model audio"],
+        "model audio, OGG": task_scores(np.array(predicted["audio_ogg"]), y),
+        "model audio+MIDI, WAV": columns["model audio+MIDI"],
+        "model audio+MIDI, OGG": task_scores(np.array(predicted["audio_midi_ogg"]), y),
+    }
+    agreement = {
+        head: float(np.mean(np.array(predicted[head]) == np.array(predicted[f"{head}_ogg"])))
+        for head in ("audio", "audio_midi")
+    }
     print(f"\nEMOPIA val: {len(y)} clips, rendered piano/FluidR3/44.1 kHz through the exporter")
     print(f"  render {render_s:.1f} s, analysis (both heads) {analyze_s:.1f} s for {audio_s:.0f} s of audio")
     print(f"  majority class of train: {NAMES[majority]}")
@@ -183,6 +206,15 @@ def accuracy(emopia: Path, cache: Path) -> None:
     for task in ("quadrant", "arousal", "valence"):
         label = {"quadrant": "4 quadrants", "arousal": "arousal", "valence": "valence"}[task]
         print(f"  {label:<18}" + "".join(f"{narrow_columns[c][task]:>28.3f}" for c in narrow_columns))
+    print("\n  the same clips rendered as OGG Vorbis by the exporter")
+    print("  accuracy            " + "".join(f"{c:>24}" for c in ogg_columns))
+    for task in ("quadrant", "arousal", "valence"):
+        label = {"quadrant": "4 quadrants", "arousal": "arousal", "valence": "valence"}[task]
+        print(f"  {label:<18}" + "".join(f"{ogg_columns[c][task]:>24.3f}" for c in ogg_columns))
+    print(
+        f"  same quadrant for the WAV and the OGG: audio {agreement['audio']:.3f},"
+        f" audio+MIDI {agreement['audio_midi']:.3f}"
+    )
     n = len(y)
     for head in ("audio", "audio_midi"):
         acc = columns["model audio" if head == "audio" else "model audio+MIDI"]["quadrant"]
