@@ -225,16 +225,20 @@ async def read_render_input(request: Request[Any, Any, Any]) -> RenderInput:
         if file_type == "application/json" or looks_like_json(data):
             return _music_input(data, options)
         return midi_input(data, options)
-    # `curl -d` and plain HTML forms label JSON as form data; accept it when it is JSON.
-    if kind not in ("", "application/json", "text/plain", "application/x-www-form-urlencoded"):
-        raise ClientException(
-            f"unsupported content type {kind!r}: send JSON (a Grid or a Score) or a MIDI file (audio/midi)"
-        )
     body = await request.body()
     if not body:
         raise ClientException("the request has no body: send a Grid or Score as JSON, or a MIDI file")
-    if is_midi(body):  # `curl --data-binary @song.mid` labels it form data
+    # A MIDI file is known by its first bytes, whatever its label: `curl --data-binary @song.mid`
+    # says form data, other clients audio/x-mid or application/x-mid.
+    if is_midi(body):
         return midi_input(body, _options({}, defaults))
+    # `curl -d` and plain HTML forms label JSON as form data; accept it when it is JSON.
+    if kind not in ("", "application/json", "text/plain", "application/x-www-form-urlencoded") and not (
+        looks_like_json(body)
+    ):
+        raise ClientException(
+            f"unsupported content type {kind!r}: send JSON (a Grid or a Score) or a MIDI file (audio/midi)"
+        )
     try:
         raw = decode_json_object(body)
     except MusicError as error:

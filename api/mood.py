@@ -32,7 +32,7 @@ from tuneforge.api.inputs import (
 )
 from tuneforge.api.jobs import DOWNLOAD_TIMEOUT_S, finished_job, http_error
 from tuneforge.contracts.jobs import BlobRef, RenderOptions
-from tuneforge.contracts.limits import MAX_AUDIO_SECONDS, MAX_AUDIO_UPLOAD_BYTES
+from tuneforge.contracts.limits import MAX_AUDIO_SECONDS, MAX_AUDIO_UPLOAD_BYTES, sample_rate_problem
 from tuneforge.contracts.midi import is_midi
 from tuneforge.contracts.mood import Mood, MoodRequest
 from tuneforge.contracts.music import looks_like_json
@@ -49,6 +49,19 @@ AUDIO_CONTAINERS: dict[str, tuple[str, str]] = {
     "AIFF": ("aiff", "audio/aiff"),
 }
 ACCEPTED = "WAV, FLAC, OGG Vorbis, MP3 or AIFF, or a MIDI file"
+
+
+def looks_like_audio(head: bytes) -> bool:
+    """Whether a file's first bytes are those of a container /mood reads (an MP3 may start with a
+    frame's sync word or an ID3 tag)."""
+    return (
+        (head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE")
+        or head[:4] in (b"fLaC", b"OggS")
+        or head[:3] == b"ID3"
+        or (head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"))
+        or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+    )
+
 
 # Files libsndfile cannot open, named by their first bytes so the answer says what was sent.
 KNOWN_OTHER_FILES: tuple[tuple[int, bytes, str], ...] = (
@@ -79,6 +92,7 @@ def audio_container(path: Path) -> tuple[str, str]:
             container = f.format
             if f.samplerate <= 0 or f.channels <= 0:
                 raise ClientException("the audio file has no samples")
+            rate_problem = sample_rate_problem(f.samplerate)
             seconds = f.frames / f.samplerate
             f.read(min(f.samplerate, 1 << 16), dtype="float32")  # decode a little: catches corrupt data
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
@@ -90,6 +104,8 @@ def audio_container(path: Path) -> tuple[str, str]:
         raise ClientException(f"not a readable audio file (send {ACCEPTED}): {reason}") from None
     if container not in AUDIO_CONTAINERS:
         raise UnsupportedMediaType(f"{container} audio is not accepted: send {ACCEPTED}")
+    if rate_problem:
+        raise ClientException(rate_problem)
     if seconds > MAX_AUDIO_SECONDS:
         raise ClientException(
             f"the audio lasts {seconds:.0f} s: at most {MAX_AUDIO_SECONDS:.0f} s "
@@ -156,15 +172,20 @@ async def mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
     """WAV, FLAC, OGG, MP3 or AIFF (raw body with its content type, or multipart field `file`) → `Mood`.
 
     A Standard MIDI File is rendered first and analysed with its MIDI features too. A raw body is
-    streamed to disk as it arrives, so a long WAV does not sit in memory.
+    streamed to disk as it arrives, so a long WAV does not sit in memory. What a file is, is read
+    from its first bytes; its content type only decides where they say nothing (Postman's raw mode
+    and `fetch` with a string body label a FLAC `text/plain`).
     """
     work_dir = backend.settings.data_dir / "work" / "api"
     async with received_file(request, MAX_AUDIO_UPLOAD_BYTES, work_dir) as upload:
-        if upload.content_type in MIDI_TYPES or is_midi(upload.head):
+        audio_bytes = looks_like_audio(upload.head)
+        if is_midi(upload.head) or (upload.content_type in MIDI_TYPES and not audio_bytes):
             check_midi_size(upload.size_bytes)  # before the file is read into memory
             midi = await asyncio.to_thread(upload.path.read_bytes)
             return await mood_of_render(backend, midi_input(midi, RenderOptions(analyze_mood=True)))
-        if upload.content_type in ("application/json", "text/plain") or looks_like_json(upload.head):
+        if looks_like_json(upload.head) or (
+            upload.content_type in ("application/json", "text/plain") and not audio_bytes
+        ):
             raise UnsupportedMediaType(
                 "POST /mood takes an audio or MIDI file; send Grid or Score JSON to /get_mood"
             )

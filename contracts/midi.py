@@ -12,6 +12,8 @@ import struct
 import mido
 from mido.midifiles import meta as mido_meta
 
+from .limits import MAX_MIDI_NOTES, seconds_over
+
 
 class MidiError(ValueError):
     """Bytes that are not a usable Standard MIDI File."""
@@ -141,8 +143,12 @@ def _checked_length(midi: mido.MidiFile, max_seconds: float) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise MidiError("the MIDI file contains no timed events to play")
     if seconds > max_seconds:
-        raise MidiError(f"the MIDI file lasts {seconds:.1f} s: at most {max_seconds:.0f} s is allowed")
+        lasts = seconds_over(seconds, max_seconds)
+        raise MidiError(f"the MIDI file lasts {lasts} s: at most {max_seconds:.0f} s is allowed")
+    notes = sum(1 for track in midi.tracks for m in track if m.type == "note_on" and m.velocity > 0)
     # A file of tempo and end-of-track events only would render as seconds of silence, called done.
-    if not any(m.type == "note_on" and m.velocity > 0 for track in midi.tracks for m in track):
+    if notes == 0:
         raise MidiError("the MIDI file has no notes to play")
+    if notes > MAX_MIDI_NOTES:
+        raise MidiError(f"the MIDI file has {notes} notes: at most {MAX_MIDI_NOTES} are allowed")
     return seconds

@@ -16,6 +16,7 @@ from .limits import (
     MAX_TEMPO_BPM,
     MAX_TRACKS,
     MIN_TEMPO_BPM,
+    seconds_over,
 )
 
 TempoBpm = Annotated[float, Meta(ge=MIN_TEMPO_BPM, le=MAX_TEMPO_BPM)]
@@ -24,7 +25,7 @@ PositiveBeats = Annotated[float, Meta(gt=0, le=100_000)]
 Velocity = Annotated[int, Meta(ge=1, le=127)]
 
 
-class Note(Struct, frozen=True):
+class Note(Struct, frozen=True, forbid_unknown_fields=True):
     """One note: `pitch` is a MIDI number (0-127) or a name like "C#4" (C4 = 60)."""
 
     pitch: int | str
@@ -44,7 +45,7 @@ class Note(Struct, frozen=True):
         return self.start_beats + self.duration_beats
 
 
-class Track(Struct, frozen=True):
+class Track(Struct, frozen=True, forbid_unknown_fields=True):
     """One part: a General MIDI instrument (number or name) or, with `drums`, channel 10."""
 
     notes: list[Note]
@@ -60,7 +61,7 @@ class Track(Struct, frozen=True):
         return program_number(self.instrument)
 
 
-class Score(Struct, frozen=True):
+class Score(Struct, frozen=True, forbid_unknown_fields=True):
     """A piece of music as programs send it; the contract every input converts to."""
 
     tracks: list[Track]
@@ -91,7 +92,7 @@ class Score(Struct, frozen=True):
             raise ValueError(f"time signature denominator {denominator} must be a power of two")
         if self.duration_seconds > MAX_DURATION_SECONDS:
             raise ValueError(
-                f"the music lasts {self.duration_seconds:.1f} s: at most "
+                f"the music lasts {seconds_over(self.duration_seconds, MAX_DURATION_SECONDS)} s: at most "
                 f"{MAX_DURATION_SECONDS:.0f} s ({MAX_DURATION_SECONDS / 60:.0f} minutes) is allowed"
             )
 
@@ -127,7 +128,7 @@ class Score(Struct, frozen=True):
         return self.duration_beats * 60.0 / self.tempo_bpm
 
 
-class Grid(Struct, frozen=True):
+class Grid(Struct, frozen=True, forbid_unknown_fields=True):
     """The original TuneForge page's body: one column per beat, each a list of frequencies.
 
     Tempo is `speed` x 120 bpm; `instrument` is a General MIDI program number (0-based).
@@ -192,7 +193,7 @@ def decode_music(body: bytes | dict[str, Any]) -> Score:
         if "notes" in raw:
             return msgspec.convert(raw, Grid).to_score()
     except msgspec.ValidationError as error:
-        message = str(error)
+        message = _with_known_fields(str(error), Score if "tracks" in raw else Grid)
         if message.endswith("`$.speed`") and (
             "Expected `float` >=" in message or "Expected `float` <=" in message
         ):
@@ -204,3 +205,13 @@ def decode_music(body: bytes | dict[str, Any]) -> Score:
     except ValueError as error:
         raise MusicError(str(error)) from None
     raise MusicError("expected a Score (an object with 'tracks') or a Grid (an object with 'notes')")
+
+
+def _with_known_fields(message: str, root: type[Struct]) -> str:
+    """A misspelt field is an error (else `vel` would silently play at velocity 100): say which
+    fields the object there has."""
+    if not message.startswith("Object contains unknown field"):
+        return message
+    where = message.rpartition(" - at `")[2].rstrip("`") if " - at `" in message else "$"
+    struct = Note if where.endswith("]") and ".notes[" in where else Track if ".tracks[" in where else root
+    return f"{message}; {struct.__name__} fields are {', '.join(struct.__struct_fields__)}"

@@ -227,6 +227,20 @@ def test_smpte_timed_midi_is_refused_for_what_it_is() -> None:
 def test_overlong_midi_is_rejected() -> None:
     with pytest.raises(MidiError, match="at most 60 s"):
         inspect_midi(score_to_midi(held_a4(61.0)), 60)
+    # Just over: the message shows by how much (not "lasts 60.0 s: at most 60 s").
+    with pytest.raises(MidiError, match=r"lasts 60\.03 s: at most 60 s"):
+        inspect_midi(score_to_midi(held_a4(60.03)), 60)
+
+
+def test_a_midi_file_of_too_many_notes_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuneforge.contracts import midi as midi_module
+
+    notes = Score(tracks=[Track(notes=[Note(60 + i % 12, i * 0.25, 0.25) for i in range(50)])])
+    monkeypatch.setattr(midi_module, "MAX_MIDI_NOTES", 49)
+    with pytest.raises(MidiError, match="has 50 notes: at most 49 are allowed"):
+        inspect_midi(score_to_midi(notes), 600)
+    monkeypatch.setattr(midi_module, "MAX_MIDI_NOTES", 50)
+    assert inspect_midi(score_to_midi(notes), 600) > 0
 
 
 def test_midi_without_notes_is_refused() -> None:

@@ -71,6 +71,12 @@ def test_uploaded_audio_gets_its_mood(live_stack: Stack, fmt: str, content_type:
         again = client.post("/mood", files={"file": (f"x.{fmt.lower()}", data, content_type)})
         assert again.status_code == 200, again.text
         assert again.json() == body
+        # Mislabelled (Postman's raw mode and `fetch` with a string say text/plain): the file's own
+        # first bytes say it is audio.
+        for label in ("text/plain", "application/json", "audio/midi"):
+            mislabelled = client.post("/mood", content=data, headers={"content-type": label})
+            assert mislabelled.status_code == 200, (label, mislabelled.text)
+            assert mislabelled.json() == body
 
 
 def test_a_long_wav_upload_streams_in_and_gets_its_timeline(live_stack: Stack) -> None:
@@ -217,6 +223,12 @@ def test_non_audio_and_corrupt_uploads_get_a_clear_4xx(live_stack: Stack) -> Non
         soundfile.write(hour, np.zeros(8000 * 3605, dtype=np.int16), 8000, format="FLAC")
         too_long = client.post("/mood", content=hour.getvalue(), headers={"content-type": "audio/flac"})
         assert too_long.status_code == 400 and "at most 3600 s" in too_long.json()["detail"], too_long.text
+        # Below 8 kHz the band the features read is not there; absurd rates are not audio anyone made.
+        for rate, words in ((4000, "needs at least 8000 Hz"), (2_000_000_000, "at most 384000 Hz")):
+            low = io.BytesIO()
+            soundfile.write(low, np.zeros(4000), rate, format="WAV")
+            response = client.post("/mood", content=low.getvalue(), headers={"content-type": "audio/wav"})
+            assert response.status_code == 400 and words in response.json()["detail"], response.text
         # The service is still fine.
         assert (
             client.post(
