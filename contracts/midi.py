@@ -49,28 +49,37 @@ def standard_midi_bytes(data: bytes) -> bytes:
     raise MidiError("a RIFF MIDI (RMID) file without its 'data' chunk")
 
 
-def _with_tracks_present(smf: bytes) -> bytes:
-    """A header that declares more tracks than the file holds (seen in files cut short by editors)
-    is corrected to the tracks present, as players do, rather than the file refused."""
+def _tracks_as_players_read_them(smf: bytes) -> bytes:
+    """The header and its tracks, read as players read them rather than the file refused: chunks of
+    other kinds between them are skipped (the standard tells readers to), a header that declares
+    more tracks than the file holds (files cut short by editors) is corrected to the tracks present,
+    and a last track whose declared length runs past the end of the file is read to the end (the
+    parser still reports one whose events stop short). A file with nothing to mend is returned as is."""
     if smf[:4] != b"MThd" or len(smf) < 14:
         return smf
     header_size = struct.unpack(">I", smf[4:8])[0]
     declared = struct.unpack(">H", smf[10:12])[0]
-    position, present = 8 + header_size, 0
-    while position + 8 <= len(smf) and present < declared:
-        size = struct.unpack(">I", smf[position + 4 : position + 8])[0]
-        if smf[position : position + 4] == b"MTrk":
-            if position + 8 + size > len(smf):
-                break  # a track cut short: left for the parser to report
-            present += 1
+    position, tracks, mended = 8 + header_size, [], False
+    while position + 8 <= len(smf) and len(tracks) < declared:
+        kind, size = smf[position : position + 4], struct.unpack(">I", smf[position + 4 : position + 8])[0]
+        body = smf[position + 8 : position + 8 + size]
+        if kind == b"MTrk":
+            tracks.append(body)
+            mended |= len(body) < size  # runs past the end of the file
+        elif tracks or (kind.isascii() and kind.isalnum()):
+            mended = True  # another kind of chunk (the first one must look like a chunk's name)
+        else:
+            return smf  # not chunks at all: left for the parser to report
         position += 8 + size
-    if 0 < present < declared and position >= len(smf):
-        return smf[:10] + struct.pack(">H", present) + smf[12:]
-    return smf
+    if not tracks or (not mended and len(tracks) == declared):
+        return smf
+    header = smf[: 8 + header_size]
+    header = header[:10] + struct.pack(">H", len(tracks)) + header[12:]
+    return header + b"".join(b"MTrk" + struct.pack(">I", len(t)) + t for t in tracks)
 
 
 def _repaired(data: bytes) -> bytes:
-    return _with_tracks_present(standard_midi_bytes(data))
+    return _tracks_as_players_read_them(standard_midi_bytes(data))
 
 
 def playable_midi(data: bytes) -> bytes:

@@ -275,8 +275,19 @@ def rmid(data: bytes) -> bytes:
         smf(A4_SECOND.replace(b"\x90\x45\x60", b"\x90\x45\xe0")),  # velocity byte over 127
         smf(A4_SECOND, declared_tracks=3, file_type=1),  # the header promises tracks that are not there
         rmid(smf(A4_SECOND)),  # Windows .rmi: the file in a RIFF wrapper
+        # A chunk of another kind before the track: the standard says readers skip it.
+        smf(A4_SECOND)[:14] + b"XFIH" + struct.pack(">I", 5) + b"hello" + smf(A4_SECOND)[14:],
+        # The last track's declared length runs past the end of the file; its events are whole.
+        smf(A4_SECOND)[:18] + struct.pack(">I", len(A4_SECOND) + 50) + A4_SECOND,
     ],
-    ids=["impossible key signature", "data byte over 127", "missing tracks", "RMID"],
+    ids=[
+        "impossible key signature",
+        "data byte over 127",
+        "missing tracks",
+        "RMID",
+        "other chunk",
+        "overlong track",
+    ],
 )
 def test_midi_files_as_found_in_the_wild_are_read_and_played(
     data: bytes, renderer: Renderer, tmp_path: Path
