@@ -82,6 +82,8 @@ def _unaccepted(head: bytes) -> str | None:
     """What a file libsndfile could not open is, when its first bytes say so."""
     if head[:4] == b"OggS" and b"OpusHead" in head:
         return "this Ogg Opus file could not be decoded (libsndfile reads only some Opus encoders' files)"
+    if head[:4] == b"OggS" and b"\x7fFLAC" in head:
+        return "FLAC in an Ogg container is not accepted (FLAC in its own .flac container is)"
     return next((what for at, magic, what in KNOWN_OTHER_FILES if head[at : at + len(magic)] == magic), None)
 
 

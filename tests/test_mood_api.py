@@ -191,6 +191,7 @@ def test_non_audio_and_corrupt_uploads_get_a_clear_4xx(live_stack: Stack) -> Non
             "MP4/M4A": b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00" + bytes(4000),
             "WMA": bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + bytes(4000),
             "Ogg Opus": b"OggS\x00\x02" + bytes(20) + b"\x01\x13OpusHead\x01\x02" + bytes(4000),
+            "FLAC in an Ogg container": b"OggS\x00\x02" + bytes(22) + b"\x7fFLAC\x01\x00" + bytes(4000),
             "JPEG image": b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(4000),
         }
         for name, data in named.items():
