@@ -59,7 +59,8 @@ def _tracks_as_players_read_them(smf: bytes) -> bytes:
         return smf
     header_size = struct.unpack(">I", smf[4:8])[0]
     declared = struct.unpack(">H", smf[10:12])[0]
-    position, tracks, mended = 8 + header_size, [], False
+    position, mended = 8 + header_size, False
+    tracks: list[bytes] = []
     while position + 8 <= len(smf) and len(tracks) < declared:
         kind, size = smf[position : position + 4], struct.unpack(">I", smf[position + 4 : position + 8])[0]
         body = smf[position + 8 : position + 8 + size]
