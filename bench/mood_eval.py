@@ -140,7 +140,7 @@ def accuracy(emopia: Path, cache: Path) -> None:
                 piece = F.audio_frames(source, normalise=normalise)
                 rows[key].append(F.span_features(piece.frames, piece.gain_db).vector)
             notes = F.read_midi_notes(midi)
-            midi_rows.append(F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)).vector)
+            midi_rows.append(F.midi_piece_features(notes).vector)
             y_val.append(QUADRANTS.index(row["quadrant"]))
             if (i + 1) % 50 == 0:
                 print(f"  … {i + 1}/{len(val)} val clips rendered and analysed", file=sys.stderr)

@@ -72,3 +72,81 @@ def test_a_head_reads_only_the_features_it_names_in_its_own_order(tmp_path: Path
     (tmp_path / "model.json").write_text(json.dumps({"version": "t", "models": {"audio": spec}}))
     with pytest.raises(ModelMissing, match="marginals"):
         MoodModel(tmp_path)
+
+
+def test_a_head_reads_each_feature_within_its_training_range_and_says_how_far_out_a_row_lies(
+    tmp_path: Path,
+) -> None:
+    """Winsorised heads: a value beyond a feature's range is read at its edge, and a row with more
+    features out there than the training data's 99th percentile is less typical."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tuneforge.actors.mood import features as F
+    from tuneforge.actors.mood.model import MoodModel
+
+    names = list(F.AUDIO_FEATURE_NAMES)
+    picked = ["mode_score", "loudness_db", "onset_rate_per_s", "pulse_clarity"]
+    columns = [names.index(n) for n in picked]
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(300, len(names))).astype(np.float32)
+    y = (rows[:, columns[0]] > 0).astype(int) * 2 + (rows[:, columns[1]] > 0).astype(int)
+    classifier = LogisticRegression(max_iter=1000).fit(rows[:, columns], y)
+    to_onnx(classifier, len(picked), tmp_path / "model.onnx")
+    spec = {
+        "file": "model.onnx",
+        "features": picked,
+        "mean": [0.0] * 4,
+        "scale": [1.0] * 4,
+        "z_low": [-2.0] * 4,
+        "z_high": [2.0] * 4,
+        "typical_rms_z": 100.0,  # only the outside fraction speaks in this test
+        "typical_outside_fraction": 0.25,
+        "decision": "marginals",
+    }
+    (tmp_path / "model.json").write_text(json.dumps({"version": "t", "models": {"audio": spec}}))
+    model = MoodModel(tmp_path)
+
+    loudness = columns[1]
+    values = {"inside": 1.5, "at_edge": 2.0, "one_out": 9.0, "far_out": 900.0}
+    by_row = {}
+    for name, value in values.items():
+        row = np.zeros((1, len(names)), dtype=np.float32)
+        row[0, loudness] = value
+        by_row[name] = model.predict(row)[0]
+    row = np.zeros((1, len(names)), dtype=np.float32)
+    row[0, columns] = [-7.0, 7.0, 7.0, -7.0]
+    by_row["all_out"] = model.predict(row)[0]
+    assert by_row["one_out"].probabilities == pytest.approx(by_row["at_edge"].probabilities, abs=1e-6)
+    assert by_row["far_out"].probabilities == pytest.approx(by_row["at_edge"].probabilities, abs=1e-6)
+    assert by_row["inside"].probabilities != pytest.approx(by_row["at_edge"].probabilities, abs=1e-3)
+    assert by_row["inside"].typicality == 1.0 and by_row["one_out"].typicality == 1.0  # 1 of 4 out: as train
+    assert by_row["all_out"].typicality == pytest.approx(
+        0.25
+    )  # 4 of 4 out, train's 99th percentile is 1 in 4
+
+
+def test_cached_feature_rows_come_back_in_clip_and_variant_order_whatever_their_order() -> None:
+    """The feature cache is filled incrementally (missing rows only, by worker processes in any
+    order): the table the fit reads must not depend on that, or a re-run would train another model."""
+    from tuneforge.actors.mood.train import Clip, _feature_table, variants_for
+
+    clips = [
+        Clip(f"{q}_song{i}_0.mid", q, split, f"song{i}", 10.0)
+        for i, (q, split) in enumerate([("Q1", "train"), ("Q3", "val"), ("Q2", "train")])
+    ]
+    keys = [(c.name, v.name) for c in clips for v in variants_for(c)]
+    for clip in clips:  # the scored render first, and its OGG copy, for train and val alike
+        names = [v.name for v in variants_for(clip)]
+        assert names[0] == "piano" and "piano-ogg" in names
+    rows = {
+        key: (np.full(2, i, np.float32), np.full(3, i, np.float32), np.full(1, i, np.float32))
+        for i, key in enumerate(keys)
+    }
+    shuffled = dict(reversed(list(rows.items())))
+    missing = keys[3]
+    del shuffled[missing]
+    table = _feature_table(shuffled, clips)
+    expected = [key for key in keys if key != missing]
+    assert list(zip(table["clip"], table["variant"], strict=True)) == expected
+    assert table["audio"][:, 0].tolist() == [keys.index(k) for k in expected]
+    assert int(table["n_rows"]) == len(expected) and table["split"].tolist()[-1] == "train"

@@ -24,7 +24,7 @@ import numpy as np
 
 from tuneforge.actors.mood import features as F
 from tuneforge.actors.mood.model import LABELS, MoodModel, Prediction, load_model
-from tuneforge.contracts.limits import MAX_AUDIO_SECONDS
+from tuneforge.contracts.limits import MAX_AUDIO_SECONDS, sample_rate_problem
 from tuneforge.contracts.mood import Mood, MoodFeatures, MoodWindow
 
 WINDOW_SECONDS = 5.0
@@ -117,7 +117,11 @@ def analyze(
         if on_progress is not None:
             on_progress(percent * 0.9)
 
-    announced_seconds = F.probe(audio_path).duration_seconds
+    announced = F.probe(audio_path)
+    rate_problem = sample_rate_problem(announced.sample_rate_hz)
+    if rate_problem:
+        raise AudioError(rate_problem)
+    announced_seconds = announced.duration_seconds
     if announced_seconds > MAX_AUDIO_SECONDS:
         raise AudioError(
             f"the audio lasts {announced_seconds:.0f} s: at most {MAX_AUDIO_SECONDS:.0f} s is analysed"
@@ -129,11 +133,7 @@ def analyze(
     frames = piece.frames
 
     whole = F.span_features(frames, piece.gain_db)
-    # Over the MIDI's own length, as in training: the audio adds the release tail, which would
-    # dilute every per-second MIDI feature (note density, polyphony, drum density).
-    whole_midi = (
-        F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)) if notes is not None else None
-    )
+    whole_midi = F.midi_piece_features(notes) if notes is not None else None  # as in training
 
     # Timeline windows, each judged with some context on both sides; what a window reports (its
     # features, how much of it sounds) is of the window alone.
@@ -163,8 +163,8 @@ def analyze(
     if whole_midi is not None:
         midi_rows = np.vstack([whole_midi.vector, *(w.judged_midi.vector for w in windows if w.judged_midi)])
     predictions = model.predict(audio_rows, midi_rows)
-    if whole.sounding_fraction == 0:
-        # Not a frame of sound in the whole file (its loud parts at or below SILENCE_DB, so no gain
+    if whole.audible_fraction == 0:
+        # Not a frame of sound in the whole file (its loud parts at or below AUDIBLE_DB, so no gain
         # either): whatever the model makes of a blank feature vector, far out of its training, is
         # not a mood. A quiet passage of a piece with sound keeps its own reading.
         predictions = [NO_MOOD] * len(predictions)

@@ -99,12 +99,20 @@ class _Head:
         # Whether it reads audio normalised in level and band (features.audio_frames `normalise`).
         self.normalised: bool = bool(spec.get("normalised", False))
         self.typical_rms_z: float | None = spec.get("typical_rms_z")
+        # The range (in z) each feature is read within, as in training; outside it the model has
+        # seen nothing. Models before feature version 5's winsorised fit have none.
+        self.z_low = np.asarray(spec.get("z_low", np.full(len(self.features), -np.inf)), dtype=np.float32)
+        self.z_high = np.asarray(spec.get("z_high", np.full(len(self.features), np.inf)), dtype=np.float32)
+        self.typical_outside_fraction: float | None = spec.get("typical_outside_fraction")
 
     def __call__(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Quadrant probabilities and typicality for rows of every computed feature (the head picks
-        its own). Typicality: the training data's 99th-percentile RMS z-score over the row's, at most 1."""
+        its own). Typicality, at most 1: the training data's 99th-percentile RMS z-score over the
+        row's, and the training data's 99th-percentile fraction of features outside their range over
+        the row's, whichever is smaller."""
         picked = np.asarray(rows, dtype=np.float32)[:, self.columns]
-        x = ((picked - self.mean) / self.scale).astype(np.float32)
+        z = ((picked - self.mean) / self.scale).astype(np.float32)
+        x = np.clip(z, self.z_low, self.z_high)
         (raw,) = self.session.run([self.output_name], {self.input_name: x})
         probabilities = np.zeros((len(x), 4))
         probabilities[:, self.class_order] = np.asarray(raw, dtype=np.float64)
@@ -112,8 +120,11 @@ class _Head:
         probabilities /= np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-12)
         typicality = np.ones(len(x))
         if self.typical_rms_z:
-            rms_z = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=1))
-            typicality = np.minimum(1.0, self.typical_rms_z / np.maximum(rms_z, 1e-9))
+            rms_z = np.sqrt(np.mean(np.square(z, dtype=np.float64), axis=1))
+            typicality = np.minimum(typicality, self.typical_rms_z / np.maximum(rms_z, 1e-9))
+        if self.typical_outside_fraction:
+            outside = np.mean((z < self.z_low) | (z > self.z_high), axis=1)
+            typicality = np.minimum(typicality, self.typical_outside_fraction / np.maximum(outside, 1e-9))
         return probabilities, typicality
 
 

@@ -4,16 +4,17 @@
                                           [--cache data/mood-train]
 
 1. render: every clip goes through the project's own exporter (`Renderer`, libfluidsynth) to
-   FLAC in the cache folder (outside the repository). `train` clips are rendered in several
-   variants as augmentation — piano on FluidR3 at 44.1 kHz (the service's default render),
-   piano on TimGM6mb, and two other General MIDI instruments picked at random (seeded) per
-   clip on a random SoundFont; `val` clips as piano on FluidR3 at 44.1 kHz (what is scored)
-   plus one other-instrument variant (a robustness figure).
+   FLAC (or OGG) in the cache folder (outside the repository). `train` clips are rendered in
+   several variants as augmentation — piano on FluidR3 at 44.1 kHz (the service's default
+   render), the same as OGG Vorbis, piano on TimGM6mb, and two other General MIDI instruments
+   picked at random (seeded) per clip on a random SoundFont; `val` clips as piano on FluidR3 at
+   44.1 kHz (what is scored) plus its OGG copy and one other-instrument variant (robustness figures).
 2. features: the same `features.py` code the actor runs, on the rendered audio (and the MIDI).
-3. fit: candidate models are compared by song-grouped 5-fold cross-validation on `train`
+3. fit: features are standardised and read within their 0.5th–99.5th percentile over `train`;
+   candidate models are compared by song-grouped 5-fold cross-validation on `train`
    (clips of one song never straddle folds; augmented variants stay with their clip); each is
    refitted on all of `train`, and the best on cross-validation among those that hear a lively
-   major contrast piece as livelier and happier than a quiet minor one is scored once on `val`. Both the
+   major contrast piece as happy and a quiet minor one as sad is scored once on `val`. Both the
    audio-only model (uploaded audio) and the audio+MIDI model (audio rendered from MIDI) are
    exported to ONNX with skl2onnx; `model.json` records features, normalisation, labels,
    versions and the metrics.
@@ -37,16 +38,23 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mido
 import numpy as np
 
 from tuneforge.actors.mood import features as F
 from tuneforge.actors.mood.model import AROUSAL_SIGN, VALENCE_SIGN, quadrant_indices
+from tuneforge.contracts.jobs import AudioFormat
 
 log = logging.getLogger("tuneforge.mood.train")
 SEED = 20240601
 CV_FOLDS = 5
+# Each standardised feature is read within its [0.5th, 99.5th] percentile over `train`, in training and
+# at inference: grid music lies far outside EMOPIA on a few features (one velocity for every note is
+# 4.4 sd under train's spread of velocities), and an RBF SVC that far out answers with its intercepts.
+# 0.5 % by song-grouped CV (4 quadrants .618 audio / .734 audio+MIDI, against .615 / .733 at 1 %).
+Z_RANGE_PERCENT = 0.5
 QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
 # Pitched General MIDI programs that can carry a polyphonic piano part.
 AUGMENT_PROGRAMS = (1, 2, 4, 5, 6, 7, 11, 16, 19, 24, 25, 46, 48, 52, 0)
@@ -73,6 +81,10 @@ class Variant:
     program: int
     soundfont: str
     sample_rate_hz: int
+    format: AudioFormat = "flac"  # the exporter's output; "ogg": a lossy copy, as jobs and uploads carry
+
+    def path(self, cache: Path, clip: Clip) -> Path:
+        return cache / "audio" / f"{clip.name}.{self.name}.{self.format}"
 
 
 def read_labels(emopia: Path) -> list[Clip]:
@@ -87,14 +99,18 @@ def variants_for(clip: Clip, seed: int = SEED) -> list[Variant]:
     """The renders of one clip: deterministic given the clip name and the seed."""
     rng = random.Random(f"{seed}:{clip.name}")
     canonical = Variant("piano", 0, "fluidr3_gm", 44100)
+    # The canonical render as OGG Vorbis: Vorbis fills spectral valleys (contrast falls by .4-.6 sd),
+    # and a model that never heard it moved its reading of the same music by up to .4.
+    vorbis = Variant("piano-ogg", 0, "fluidr3_gm", 44100, "ogg")
     if clip.split == "val":
         program = rng.choice(AUGMENT_PROGRAMS[:-1])
-        return [canonical, Variant(f"gm{program}", program, rng.choice(SOUNDFONTS), 22050)]
+        return [canonical, Variant(f"gm{program}", program, rng.choice(SOUNDFONTS), 22050), vorbis]
     programs = rng.sample(AUGMENT_PROGRAMS[:-1], 2)
     return [
         canonical,
         Variant("piano-timgm", 0, "timgm6mb", 22050),
         *(Variant(f"gm{p}", p, rng.choice(SOUNDFONTS), 22050) for p in programs),
+        vorbis,
     ]
 
 
@@ -190,12 +206,23 @@ def orders_the_contrast(probabilities: np.ndarray) -> bool:
     """The checks `tests/test_mood.py` and `tests/test_mood_long.py` make of the shipped model.
 
     Short takes: the lively one more aroused by .2, and more positive. Minutes: by .3. At both
-    lengths the lively one on the aroused side of the plane and the quiet one on the other.
+    lengths the lively major piece reads *happy* (valence and arousal above zero) and the quiet
+    minor one *sad* (both below): a fast, loud C-major piece called tense is a wrong answer anyone
+    would notice, and grid music, far from EMOPIA's clips, is where a model extrapolates.
     """
     valence, arousal = probabilities @ VALENCE_SIGN, probabilities @ AROUSAL_SIGN
-    sides = arousal[0] > 0 > arousal[1] and arousal[2] > 0 > arousal[3]
+    lively, quiet = np.array([0, 2]), np.array([1, 3])
+    quadrants = bool(
+        (valence[lively] > 0).all()
+        and (arousal[lively] > 0).all()
+        and (valence[quiet] < 0).all()
+        and (arousal[quiet] < 0).all()
+    )
     return bool(
-        sides and arousal[0] > arousal[1] + 0.2 and arousal[2] > arousal[3] + 0.3 and valence[0] > valence[1]
+        quadrants
+        and arousal[0] > arousal[1] + 0.2
+        and arousal[2] > arousal[3] + 0.3
+        and valence[0] > valence[1]
     )
 
 
@@ -205,9 +232,7 @@ def render_all(clips: list[Clip], emopia: Path, cache: Path, soundfont_dir: Path
     renderer = Renderer(soundfont_dir)
     audio_dir = cache / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
-    todo = [
-        (c, v) for c in clips for v in variants_for(c) if not (audio_dir / f"{c.name}.{v.name}.flac").exists()
-    ]
+    todo = [(c, v) for c in clips for v in variants_for(c) if not v.path(cache, c).exists()]
     log.info(
         "render: %d clips × variants to render (%d cached)",
         len(todo),
@@ -218,9 +243,11 @@ def render_all(clips: list[Clip], emopia: Path, cache: Path, soundfont_dir: Path
         midi = (emopia / clip.file).read_bytes()
         if variant.program:
             midi = with_program(midi, variant.program)
-        out = audio_dir / f"{clip.name}.{variant.name}.flac"
-        tmp = out.with_suffix(".tmp.flac")
-        renderer.render(midi, tmp, "flac", variant.sample_rate_hz, variant.soundfont, clip.seconds + 5)
+        out = variant.path(cache, clip)
+        tmp = out.with_suffix(f".tmp.{variant.format}")
+        renderer.render(
+            midi, tmp, variant.format, variant.sample_rate_hz, variant.soundfont, clip.seconds + 5
+        )
         tmp.rename(out)
         if (i + 1) % 100 == 0:
             log.info("render: %d/%d (%.0f s)", i + 1, len(todo), time.perf_counter() - started)
@@ -237,7 +264,7 @@ FeatureRow = tuple[np.ndarray, np.ndarray, np.ndarray]  # normalised audio, audi
 def midi_vector(midi: bytes) -> np.ndarray:
     """The MIDI features of a whole file, over the MIDI's own length (as the actor computes them)."""
     notes = F.read_midi_notes(midi)
-    return F.midi_span_features(notes, 0.0, max(notes.duration_seconds, 1e-3)).vector
+    return F.midi_piece_features(notes).vector
 
 
 def feature_row(render: Path, midi_features: np.ndarray) -> FeatureRow:
@@ -249,13 +276,33 @@ def feature_row(render: Path, midi_features: np.ndarray) -> FeatureRow:
     return normalised, rendered, midi_features
 
 
-def clip_feature_rows(clip: Clip, emopia: Path, cache: Path) -> list[FeatureRow]:
-    """The feature vectors of each render of one clip."""
+def clip_feature_rows(clip: Clip, variants: list[Variant], emopia: Path, cache: Path) -> list[FeatureRow]:
+    """The feature vectors of the given renders of one clip."""
     midi_features = midi_vector((emopia / clip.file).read_bytes())
-    return [
-        feature_row(cache / "audio" / f"{clip.name}.{variant.name}.flac", midi_features)
-        for variant in variants_for(clip)
-    ]
+    return [feature_row(variant.path(cache, clip), midi_features) for variant in variants]
+
+
+def _feature_table(rows: dict[tuple[str, str], FeatureRow], clips: list[Clip]) -> dict[str, np.ndarray]:
+    """The rows present, in the order of `clips` and their variants, with what each row is."""
+    keyed = [(c, v) for c in clips for v in variants_for(c) if (c.name, v.name) in rows]
+    picked = [rows[(c.name, v.name)] for c, v in keyed]
+    return {
+        "audio": np.array([r[0] for r in picked], dtype=np.float32),
+        "audio_rendered": np.array([r[1] for r in picked], dtype=np.float32),
+        "midi": np.array([r[2] for r in picked], dtype=np.float32),
+        "clip": np.array([c.name for c, _ in keyed]),
+        "quadrant": np.array([c.quadrant for c, _ in keyed]),
+        "split": np.array([c.split for c, _ in keyed]),
+        "song": np.array([c.song_id for c, _ in keyed]),
+        "variant": np.array([v.name for _, v in keyed]),
+        "n_rows": np.array(len(keyed)),
+    }
+
+
+def _save_features(path: Path, table: dict[str, Any]) -> None:
+    partial = path.with_name(path.stem + ".partial.npz")
+    np.savez(partial, **table)
+    partial.replace(path)  # a run stopped mid-save leaves the previous cache whole
 
 
 def extract_all(clips: list[Clip], emopia: Path, cache: Path, jobs: int = 1) -> dict[str, np.ndarray]:
@@ -263,42 +310,55 @@ def extract_all(clips: list[Clip], emopia: Path, cache: Path, jobs: int = 1) -> 
 
     Audio features twice: `audio` of the render normalised in level and band (for the `audio`
     head, which hears uploads of any level and sample rate) and `audio_rendered` of the render as
-    it is (for the `audio_midi` head, which only hears the exporter's renders). Clips are spread over `jobs`
-    processes; the rows keep the clips' order, so the result does not depend on `jobs`.
+    it is (for the `audio_midi` head, which only hears the exporter's renders). Only the (clip,
+    variant) rows missing from the cache are computed (a new variant costs its own renders, not a
+    full pass), the cache is saved every 100 clips, and clips are spread over `jobs` processes; the
+    rows keep the clips' order, so the result depends neither on `jobs` nor on what was cached.
     """
     from concurrent.futures import ProcessPoolExecutor
 
     from tuneforge.actors.mood.analyze import compile_features
 
     path = feature_path(cache)
+    rows: dict[tuple[str, str], FeatureRow] = {}
     if path.exists():
-        data = dict(np.load(path, allow_pickle=False))
-        if int(data.get("n_rows", 0)) == sum(len(variants_for(c)) for c in clips):
-            return data
+        cached = np.load(path, allow_pickle=False)
+        for name, variant, audio, rendered, midi in zip(
+            cached["clip"],
+            cached["variant"],
+            cached["audio"],
+            cached["audio_rendered"],
+            cached["midi"],
+            strict=True,
+        ):
+            rows[(str(name), str(variant))] = (audio, rendered, midi)
+    todo = [
+        (c, missing)
+        for c in clips
+        if (missing := [v for v in variants_for(c) if (c.name, v.name) not in rows])
+    ]
+    if not todo:
+        return _feature_table(rows, clips)
+    log.info("features: %d clips with renders to read (%d rows cached)", len(todo), len(rows))
     compile_features()  # librosa's numba code, compiled once before the worker processes load it
-    rows: list[FeatureRow] = []
-    meta = [(c.name, c.quadrant, c.split, c.song_id, v.name) for c in clips for v in variants_for(c)]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for i, clip_rows in enumerate(
-            pool.map(clip_feature_rows, clips, [emopia] * len(clips), [cache] * len(clips), chunksize=4)
-        ):
-            rows.extend(clip_rows)
+        results = pool.map(
+            clip_feature_rows,
+            [c for c, _ in todo],
+            [v for _, v in todo],
+            [emopia] * len(todo),
+            [cache] * len(todo),
+            chunksize=4,
+        )
+        for i, ((clip, variants), clip_rows) in enumerate(zip(todo, results, strict=True)):
+            rows.update({(clip.name, v.name): row for v, row in zip(variants, clip_rows, strict=True)})
             if (i + 1) % 100 == 0:
-                log.info("features: %d/%d clips (%.0f s)", i + 1, len(clips), time.perf_counter() - started)
-    data = {
-        "audio": np.array([r[0] for r in rows], dtype=np.float32),
-        "audio_rendered": np.array([r[1] for r in rows], dtype=np.float32),
-        "midi": np.array([r[2] for r in rows], dtype=np.float32),
-        "clip": np.array([m[0] for m in meta]),
-        "quadrant": np.array([m[1] for m in meta]),
-        "split": np.array([m[2] for m in meta]),
-        "song": np.array([m[3] for m in meta]),
-        "variant": np.array([m[4] for m in meta]),
-        "n_rows": np.array(len(meta)),
-    }
-    np.savez(path, **data)
-    return data
+                log.info("features: %d/%d clips (%.0f s)", i + 1, len(todo), time.perf_counter() - started)
+                _save_features(path, _feature_table(rows, clips))
+    table = _feature_table(rows, clips)
+    _save_features(path, table)
+    return table
 
 
 # --- fit -----------------------------------------------------------------------------------------
@@ -414,6 +474,7 @@ def fit_and_export(
     out: Path,
     seed: int,
     only: list[str] | None = None,
+    z_range_percent: float = Z_RANGE_PERCENT,
 ) -> dict:
     """Compare the candidates per head, export the best that passes the sanity gate; `model.json`.
 
@@ -436,6 +497,7 @@ def fit_and_export(
     train = data["split"] == "train"
     val = data["split"] == "val"
     canonical = data["variant"] == "piano"
+    vorbis = data["variant"] == "piano-ogg"
     feature_sets = {  # head: (features, their names, file, audio normalised in level and band)
         "audio": (data["audio"], list(F.AUDIO_FEATURE_NAMES), "model.onnx", True),
         "audio_midi": (
@@ -455,8 +517,9 @@ def fit_and_export(
             "train_clips": len(set(data["clip"][train])),
             "val_clips": len(set(data["clip"][val])),
             "train_rows": int(train.sum()),
-            "augmentation": "piano FluidR3 44.1 kHz; piano TimGM6mb 22.05 kHz; 2 random GM programs "
-            f"from {list(AUGMENT_PROGRAMS[:-1])} on a random SoundFont, 22.05 kHz",
+            "augmentation": "piano FluidR3 44.1 kHz as FLAC and as OGG Vorbis; piano TimGM6mb 22.05 kHz; "
+            f"2 random GM programs from {list(AUGMENT_PROGRAMS[:-1])} on a random SoundFont, 22.05 kHz",
+            "z_range_percent": z_range_percent,
             "seed": seed,
             "command": COMMAND,
             "versions": {"scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__},
@@ -474,8 +537,12 @@ def fit_and_export(
         head_contrast = contrast[head][:, varying]
         scaler = StandardScaler().fit(x_all[train])
         scale = scaler.scale_
-        x = ((x_all - scaler.mean_) / scale).astype(np.float32)
-        contrast_x = ((head_contrast - scaler.mean_) / scale).astype(np.float32)
+        z = ((x_all - scaler.mean_) / scale).astype(np.float32)
+        z_low = np.percentile(z[train], z_range_percent, axis=0).astype(np.float32)
+        z_high = np.percentile(z[train], 100 - z_range_percent, axis=0).astype(np.float32)
+        x = np.clip(z, z_low, z_high)
+        contrast_x = np.clip(((head_contrast - scaler.mean_) / scale).astype(np.float32), z_low, z_high)
+        outside = np.mean((z < z_low) | (z > z_high), axis=1)
         cv_table: dict[str, dict] = {}
         fitted: dict[str, object] = {}
         for name, model in candidates(seed).items():
@@ -516,8 +583,13 @@ def fit_and_export(
         onnx_probabilities = session.run(["probabilities"], {"features": x[val]})[0]
         sk_probabilities = model.predict_proba(x[val])  # type: ignore[attr-defined]
         max_diff = float(np.abs(onnx_probabilities - sk_probabilities).max())
-        val_metrics = {}
-        for subset, rows in (("piano_fluidr3", val & canonical), ("other_instrument", val & ~canonical)):
+        val_metrics: dict = {}
+        subsets = (
+            ("piano_fluidr3", val & canonical),
+            ("piano_fluidr3_ogg", val & vorbis),
+            ("other_instrument", val & ~canonical & ~vorbis),
+        )
+        for subset, rows in subsets:
             p = session.run(["probabilities"], {"features": x[rows]})[0]
             metric = scores(p, y[rows])
             metric["quadrant"] = metric["quadrant_marginals"]
@@ -527,12 +599,21 @@ def fit_and_export(
                 "n": int(rows.sum()),
                 "confusion": confusion(predicted, y[rows]),
             }
+        # How often the WAV and the OGG Vorbis copy of a val clip get the same quadrant.
+        wav_rows, ogg_rows = np.flatnonzero(val & canonical), np.flatnonzero(val & vorbis)
+        if len(ogg_rows) and np.array_equal(data["clip"][wav_rows], data["clip"][ogg_rows]):
+            wav_p, ogg_p = (
+                session.run(["probabilities"], {"features": x[r]})[0] for r in (wav_rows, ogg_rows)
+            )
+            val_metrics["wav_ogg_same_quadrant"] = round(
+                float(np.mean(quadrant_indices(wav_p) == quadrant_indices(ogg_p))), 4
+            )
         log.info(
             "%s: best %s (%s) → val %s; ONNX vs sklearn max |Δp| %.2g",
             head,
             best,
             decision,
-            {k: v["quadrant"] for k, v in val_metrics.items()},
+            {k: v["quadrant"] if isinstance(v, dict) else v for k, v in val_metrics.items()},
             max_diff,
         )
         meta["models"][head] = {
@@ -549,7 +630,13 @@ def fit_and_export(
             "onnx_vs_sklearn_max_abs_diff": max_diff,
             # How far from the training data a feature vector may lie before confidence is scaled
             # down: the 99th percentile, over `train`, of each row's root-mean-square z-score.
-            "typical_rms_z": round(float(np.percentile(np.sqrt(np.mean(x[train] ** 2, axis=1)), 99)), 4),
+            "typical_rms_z": round(float(np.percentile(np.sqrt(np.mean(z[train] ** 2, axis=1)), 99)), 4),
+            # Each feature's range (in z) as the model reads it, and the 99th percentile, over
+            # `train`, of the fraction of a row's features outside it: white noise or a sine tone
+            # has most of its features out there, where clipping alone would hide how far out it is.
+            "z_low": [round(float(v), 6) for v in z_low],
+            "z_high": [round(float(v), 6) for v in z_high],
+            "typical_outside_fraction": round(float(np.percentile(outside[train], 99)), 4),
             "cv_train": cv_table,
             "val": val_metrics,
         }
@@ -569,7 +656,18 @@ def model_version(meta: dict, out: Path, seed: int) -> str:
         digest.update((out / spec["file"]).read_bytes())
         used = {
             k: spec.get(k)
-            for k in ("features", "mean", "scale", "class_order", "decision", "normalised", "typical_rms_z")
+            for k in (
+                "features",
+                "mean",
+                "scale",
+                "z_low",
+                "z_high",
+                "class_order",
+                "decision",
+                "normalised",
+                "typical_rms_z",
+                "typical_outside_fraction",
+            )
         }
         digest.update(json.dumps([head, used], sort_keys=True).encode())
     return f"emopia-v{F.FEATURE_VERSION}-seed{seed}-{digest.hexdigest()[:10]}"
@@ -590,6 +688,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", choices=("all", "render", "features", "fit"), default="all")
     parser.add_argument("--candidates", nargs="*", help="compare only these candidate models (default: all)")
     parser.add_argument(
+        "--z-range-percent",
+        type=float,
+        default=Z_RANGE_PERCENT,
+        help="read each feature within this percentile and its complement over train (default: 0.5)",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="feature processes (default: one per core)"
     )
     args = parser.parse_args(argv)
@@ -608,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.stage in ("all", "fit"):
         contrast = contrast_features(args.cache, args.soundfont_dir)
-        fit_and_export(data, contrast, args.out, SEED, args.candidates)
+        fit_and_export(data, contrast, args.out, SEED, args.candidates, args.z_range_percent)
     return 0
 
 
