@@ -246,6 +246,12 @@ async def read_render_input(request: Request[Any, Any, Any]) -> RenderInput:
     raw_options = raw.pop("options", None) or {}
     if not isinstance(raw_options, dict):
         raise ClientException("'options' must be an object")
+    misplaced = sorted(OPTION_FIELDS & raw.keys())
+    if misplaced:
+        raise ClientException(
+            f'render options go in "options": {{...}} or in the query string, not beside the music: '
+            f"{', '.join(misplaced)}"
+        )
     return _music_input(raw, _options(raw_options, defaults))
 
 

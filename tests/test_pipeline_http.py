@@ -264,6 +264,7 @@ NOTE = {"pitch": 60, "start_beats": 0, "duration_beats": 1}
             "unknown instrument",
         ),
         (json.dumps({"notes": [[440]], "options": {"format": "mp4"}}).encode(), {}, 400, "format"),
+        (json.dumps({"notes": [[440]], "format": "flac"}).encode(), {}, 400, 'go in "options"'),
         (b"this is not a MIDI file", {"content-type": "audio/midi"}, 400, "MIDI"),
         (  # tempo and end of track only: no notes
             b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0MTrk\x00\x00\x00\x0c"
