@@ -13,7 +13,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
-from tuneforge.api.backend import Backend, RemoteError, ServiceTimeout, ServiceUnavailable
+from tuneforge.api.backend import Backend, RemoteError, ServiceTimeout, ServiceUnavailable, StoppedBeforeStart
 from tuneforge.api.errors import internal_error_response
 from tuneforge.api.inputs import too_large_response
 from tuneforge.api.jobs import JobController, download, pipeline_error_response
@@ -30,8 +30,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         backend = Backend(settings)
-        await backend.start()
-        app.state.backend = backend
+        app.state.backend = backend  # before it starts: a stop signal during start-up reaches it
+        try:
+            await backend.start()
+        except StoppedBeforeStart as stopped:
+            # Not a failure: the server, told to stop, shuts down as soon as start-up returns.
+            logging.getLogger("tuneforge.api").info("%s: stopping", stopped)
         try:
             yield
         finally:

@@ -90,6 +90,10 @@ class RenderInput:
 GET_JOB_BUS_TIMEOUT_S = 2.0
 
 
+class StoppedBeforeStart(RuntimeError):
+    """The API was told to stop before it had started (while it waited for NATS)."""
+
+
 class Backend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -118,15 +122,27 @@ class Backend:
         async def on_reconnect() -> None:
             log.info("nats: reconnected")
 
-        self.nc = await nats.connect(
-            self.settings.nats_url,
-            name="tuneforge-api",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            error_cb=on_error,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
+        connecting = asyncio.ensure_future(
+            nats.connect(
+                self.settings.nats_url,
+                name="tuneforge-api",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
         )
+        # nats-py waits for the server indefinitely; an API told to stop meanwhile (SIGTERM from
+        # systemd or `docker stop`) stops now rather than when the supervisor gives up and kills it.
+        while not connecting.done():
+            await asyncio.wait({connecting}, timeout=0.2)
+            if self.closing and not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connecting
+                raise StoppedBeforeStart("told to stop while waiting for NATS")
+        self.nc = connecting.result()
         self.js = self.nc.jetstream(timeout=10)
         await apply_definitions(self.js)
         self._tasks.append(asyncio.create_task(self._record_events()))

@@ -431,6 +431,42 @@ def test_addresses_are_shown_without_their_secrets(address: str, shown: str) -> 
     assert all(secret not in masked for secret in secrets)
 
 
+def test_the_api_told_to_stop_while_it_waits_for_nats_stops_at_once(tmp_path: Path) -> None:
+    """`tuneforge api --no-checks` with no NATS there waits for it in its start-up: SIGTERM (systemd,
+    `docker stop`) must stop it then, cleanly, not when the supervisor gives up and kills it."""
+    log_path, data = tmp_path / "api.log", str(tmp_path / "data")
+    with log_path.open("wb") as log:
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tuneforge",
+                "api",
+                "--no-checks",
+                "--port",
+                str(free_port()),
+                "--data-dir",
+                data,
+            ],
+            env=clean_env(TUNEFORGE_NATS_URL=f"nats://127.0.0.1:{free_port()}"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        time.sleep(5)  # in its start-up, trying to reach NATS
+        assert api.poll() is None, log_path.read_text()
+        asked = time.monotonic()
+        api.send_signal(signal.SIGTERM)
+        # uvicorn, having shut down, re-raises the signal it caught: the exit status says SIGTERM.
+        assert api.wait(timeout=10) in (0, -signal.SIGTERM), log_path.read_text()
+        assert time.monotonic() - asked < 3
+        output = log_path.read_text()
+        assert "told to stop while waiting for NATS" in output
+        assert "Traceback" not in output and "startup failed" not in output
+    finally:
+        _stop(api, 1)
+
+
 def test_the_api_stops_within_seconds_after_idling(tmp_path: Path) -> None:
     # It used to drain its NATS connection, which could wait 30 s on the event recorder's pull
     # subscription (a race at each 5-s fetch: about 1 stop in 3 after 10 s idle, 2 in 3 after 45 s).
