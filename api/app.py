@@ -16,7 +16,12 @@ from litestar.static_files import create_static_files_router
 from tuneforge.api.backend import Backend, RemoteError, ServiceTimeout, ServiceUnavailable, StoppedBeforeStart
 from tuneforge.api.errors import internal_error_response
 from tuneforge.api.inputs import too_large_response
-from tuneforge.api.jobs import JobController, download, pipeline_error_response
+from tuneforge.api.jobs import (
+    JobController,
+    download,
+    pipeline_error_response,
+    range_not_satisfiable_response,
+)
 from tuneforge.api.mood import get_mood, job_mood, mood
 from tuneforge.api.openapi import add_contract_schemas
 from tuneforge.api.system import STATIC_DIR, clear_cache, healthz, instruments, page
@@ -61,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ServiceTimeout: pipeline_error_response,
             RemoteError: pipeline_error_response,
             413: too_large_response,
+            416: range_not_satisfiable_response,
             500: internal_error_response,
         },
     )

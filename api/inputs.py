@@ -163,8 +163,17 @@ def _options(raw: dict[str, Any], query: dict[str, Any]) -> RenderOptions:
     return _validated_options({**from_query, **from_body})
 
 
+def refuse_unknown_query(request: Request[Any, Any, Any], known: set[str]) -> None:
+    """A query parameter the route does not read is a 400 (`?fromat=ogg` would render a WAV)."""
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        raise ClientException(f"unknown query parameter {', '.join(map(repr, unknown))}: {takes}")
+
+
 def query_options(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return {k: v for k, v in request.query_params.items() if k in OPTION_FIELDS}
+    refuse_unknown_query(request, OPTION_FIELDS)
+    return dict(request.query_params.items())
 
 
 async def read_upload(

@@ -16,7 +16,7 @@ from litestar.params import Parameter
 from litestar.response import File, Response, ServerSentEvent, ServerSentEventMessage, Stream
 
 from tuneforge.api.backend import Backend, RemoteError, ServiceTimeout, ServiceUnavailable
-from tuneforge.api.inputs import read_render_input
+from tuneforge.api.inputs import read_render_input, refuse_unknown_query
 from tuneforge.api.openapi import RenderBodyOperation
 from tuneforge.contracts.jobs import (
     AUDIO_CONTENT_TYPES,
@@ -102,23 +102,75 @@ def job_view(job: JobRecord) -> dict[str, Any]:
     }
 
 
-async def blob_response(backend: Backend, ref: BlobRef, filename: str, media_type: str) -> Response[Any]:
+class RangeNotSatisfiable(HTTPException):
+    status_code = 416
+
+
+def requested_range(header: str | None, size_bytes: int) -> tuple[int, int] | None:
+    """The (first, last) byte of a `Range: bytes=…` header (RFC 9110), None for the whole file.
+
+    One range is served (what a media player asks for, to seek); a header this does not read, or
+    several ranges, gets the whole file, as the RFC allows. A range past the end is a 416."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first_text, _, last_text = header.removeprefix("bytes=").strip().partition("-")
+    if not (first_text.isdigit() or last_text.isdigit()) or not (first_text or last_text):
+        return None
+    if not first_text:  # the last N bytes
+        suffix = int(last_text)
+        if suffix == 0:
+            raise RangeNotSatisfiable(f"bytes=-0 asks for no bytes of a {size_bytes}-byte file")
+        return max(0, size_bytes - suffix), size_bytes - 1
+    if last_text and not last_text.isdigit():
+        return None
+    first = int(first_text)
+    last = min(int(last_text), size_bytes - 1) if last_text else size_bytes - 1
+    if first >= size_bytes or last < first:
+        raise RangeNotSatisfiable(
+            f"bytes {header.removeprefix('bytes=')} are not in a {size_bytes}-byte file"
+        )
+    return first, last
+
+
+def range_not_satisfiable_response(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+    """416 with the file's size in `Content-Range`, as RFC 9110 asks."""
+    size = error.extra.get("size_bytes") if isinstance(error.extra, dict) else None
+    headers = {"Content-Range": f"bytes */{size}"} if size is not None else {}
+    return Response({"status_code": 416, "detail": error.detail}, status_code=416, headers=headers)
+
+
+async def blob_response(
+    backend: Backend, ref: BlobRef, filename: str, media_type: str, range_header: str | None = None
+) -> Response[Any]:
+    """The blob as a download; a `Range` request (a player seeking) gets its bytes with 206."""
+    disposition = f'attachment; filename="{filename}"'
     try:
-        if isinstance(backend.blobs, LocalBlobStore):
+        byte_range = requested_range(range_header, ref.size_bytes)
+    except RangeNotSatisfiable as error:
+        error.extra = {"size_bytes": ref.size_bytes}
+        raise
+    try:
+        if byte_range is None and isinstance(backend.blobs, LocalBlobStore):
             return File(
                 path=backend.blobs.local_path(ref),
                 filename=filename,
                 media_type=media_type,
                 content_disposition_type="attachment",
+                headers={"Accept-Ranges": "bytes"},
             )
-        stream: AsyncIterator[bytes] = backend.blobs.stream(ref)
+        first, last = byte_range if byte_range is not None else (0, ref.size_bytes - 1)
+        headers = {
+            "Content-Disposition": disposition,
+            "Content-Length": str(last - first + 1),
+            "Accept-Ranges": "bytes",
+        }
+        if byte_range is not None:
+            headers["Content-Range"] = f"bytes {first}-{last}/{ref.size_bytes}"
+        if isinstance(backend.blobs, LocalBlobStore):
+            backend.blobs.local_path(ref)  # a missing file is a 404 now, not a broken stream
+        stream: AsyncIterator[bytes] = backend.blobs.stream(ref, first, last - first + 1)
         return Stream(
-            stream,
-            media_type=media_type,
-            headers={
-                "Content-Disposition": f'attachment; filename="{filename}"',
-                "Content-Length": str(ref.size_bytes),
-            },
+            stream, media_type=media_type, headers=headers, status_code=200 if byte_range is None else 206
         )
     except BlobNotFound:
         raise NotFoundException("the file of this result is no longer in the blob store") from None
@@ -190,9 +242,12 @@ class JobController(Controller):
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
         summary="The job's Standard MIDI File",
     )
-    async def midi(self, job_id: str, backend: Backend) -> Response[Any]:
+    async def midi(self, job_id: str, request: Request[Any, Any, Any], backend: Backend) -> Response[Any]:
+        refuse_unknown_query(request, set())
         _, result = await finished_job(backend, job_id)
-        return await blob_response(backend, result.midi, f"tuneforge-{job_id[:8]}.mid", "audio/midi")
+        return await blob_response(
+            backend, result.midi, f"tuneforge-{job_id[:8]}.mid", "audio/midi", request.headers.get("range")
+        )
 
     @route(
         "/{job_id:str}/audio",
@@ -200,14 +255,20 @@ class JobController(Controller):
         summary="The job's audio, in its format or another one",
     )
     async def audio(
-        self, job_id: str, backend: Backend, format: Literal["wav", "flac", "ogg"] | None = None
+        self,
+        job_id: str,
+        request: Request[Any, Any, Any],
+        backend: Backend,
+        format: Literal["wav", "flac", "ogg"] | None = None,
     ) -> Response[Any]:
+        refuse_unknown_query(request, {"format"})
         job, result = await finished_job(backend, job_id)
         audio, audio_format = result.audio, result.format
         if format is not None and format != result.format:
             audio, audio_format = await self._other_format(backend, job, result, format), format
+        filename = f"tuneforge-{job_id[:8]}.{audio_format}"
         return await blob_response(
-            backend, audio, f"tuneforge-{job_id[:8]}.{audio_format}", AUDIO_CONTENT_TYPES[audio_format]
+            backend, audio, filename, AUDIO_CONTENT_TYPES[audio_format], request.headers.get("range")
         )
 
     async def _other_format(

@@ -55,7 +55,10 @@ class BlobStore(Protocol):
 
     async def read_bytes(self, ref: BlobRef, max_bytes: int | None = None) -> bytes: ...
     async def download_to(self, ref: BlobRef, path: Path) -> None: ...
-    def stream(self, ref: BlobRef) -> AsyncIterator[bytes]: ...
+    def stream(self, ref: BlobRef, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """The blob's bytes from `offset`, `length` of them (all the rest if None), chunk by chunk."""
+        ...
+
     async def exists(self, ref: BlobRef) -> bool:
         """Whether the reference names a blob of this store that is there, of its size."""
         ...
@@ -175,11 +178,14 @@ class LocalBlobStore:
         """The file behind a reference: lets the API hand it to the OS (sendfile) directly."""
         return self._path_for_ref(ref)
 
-    async def stream(self, ref: BlobRef) -> AsyncIterator[bytes]:
+    async def stream(self, ref: BlobRef, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         path = self._path_for_ref(ref)
         handle = await asyncio.to_thread(path.open, "rb")
+        left = length if length is not None else ref.size_bytes - offset
         try:
-            while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+            await asyncio.to_thread(handle.seek, offset)
+            while left > 0 and (chunk := await asyncio.to_thread(handle.read, min(CHUNK_BYTES, left))):
+                left -= len(chunk)
                 yield chunk
         finally:
             handle.close()
@@ -287,12 +293,14 @@ class AzureBlobStore:
                 await asyncio.to_thread(handle.write, chunk)
         verified(ref, digest.hexdigest(), size)
 
-    async def stream(self, ref: BlobRef) -> AsyncIterator[bytes]:
+    async def stream(self, ref: BlobRef, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         from azure.core.exceptions import ResourceNotFoundError
 
         key = self._key_for_ref(ref)
         try:
-            downloader = await self._container.get_blob_client(key).download_blob()
+            downloader = await self._container.get_blob_client(key).download_blob(
+                offset=offset, length=length
+            )
         except ResourceNotFoundError:
             raise BlobNotFound(f"no blob at {ref.uri!r}") from None
         async for chunk in downloader.chunks():

@@ -95,6 +95,36 @@ def test_score_becomes_a_wav_of_the_score_duration(stack: Stack) -> None:
     assert 3.0 <= len(mono) / rate <= 3.0 + 3.0
 
 
+def test_a_player_can_seek_in_a_jobs_audio(stack: Stack) -> None:
+    """Media players ask for byte ranges to seek: while every Range request got the whole file,
+    Chromium's <audio> could not seek, and showed an OGG job's length wrong (6.1 s for 8.9 s)."""
+    score = unique_score(seconds=2.0, tempo_bpm=120)
+    with stack.client() as client:
+        job_id = client.post("/jobs", json=score).json()["id"]
+        assert wait_done(client, job_id)["status"] == "done"
+        whole = client.get(f"/jobs/{job_id}/audio")
+        assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+        size = len(whole.content)
+        for header, (first, last) in (
+            ("bytes=0-99", (0, 99)),
+            ("bytes=100-", (100, size - 1)),
+            ("bytes=-50", (size - 50, size - 1)),
+            (f"bytes=10-{size + 1000}", (10, size - 1)),
+        ):
+            part = client.get(f"/jobs/{job_id}/audio", headers={"Range": header})
+            assert part.status_code == 206, (header, part.text)
+            assert part.headers["content-range"] == f"bytes {first}-{last}/{size}"
+            assert part.content == whole.content[first : last + 1]
+        beyond = client.get(f"/jobs/{job_id}/audio", headers={"Range": f"bytes={size}-"})
+        assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{size}"
+        several = client.get(f"/jobs/{job_id}/audio", headers={"Range": "bytes=0-1,5-9"})
+        assert several.status_code == 200 and several.content == whole.content  # allowed by RFC 9110
+        midi = client.get(f"/jobs/{job_id}/midi", headers={"Range": "bytes=0-3"})
+        assert midi.status_code == 206 and midi.content == b"MThd"
+        misspelt = client.get(f"/jobs/{job_id}/audio?fromat=ogg")
+        assert misspelt.status_code == 400 and "'fromat'" in misspelt.json()["detail"], misspelt.text
+
+
 def assert_midi_length(audio: bytes, seconds: float) -> None:
     """The note sounds for the file's length, then only its release tail follows."""
     mono, rate = read_audio(audio)
@@ -321,6 +351,10 @@ def test_options_from_a_query_string_read_as_people_write_them(live_stack: Stack
         assert response.status_code == 200, response.text
         assert soundfile.info(io.BytesIO(response.content)).samplerate == 22050
         assert client.post("/jobs?analyze_mood=maybe", json=body).status_code == 400
+        # A misspelt option is not ignored (it rendered a WAV for `?fromat=ogg`).
+        misspelt = client.post("/jobs?fromat=ogg", json=body)
+        assert misspelt.status_code == 400, misspelt.text
+        assert "'fromat'" in misspelt.json()["detail"] and "format" in misspelt.json()["detail"]
         # A query is checked even where the body gives options, and the two may not disagree.
         with_options = {**body, "options": {"format": "flac"}}
         for query, words in (("format=bogus", "format"), ("sample_rate_hz=abc", "whole number")):
