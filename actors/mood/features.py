@@ -719,6 +719,8 @@ def midi_span_features(notes: MidiNotes, start_s: float, end_s: float) -> MidiSu
         major_fraction = triad_clarity = dissonance = 0.0
 
     if len(pitch):
+        # Inter-onset interval; 0 where every note starts at once (one chord), as it always read.
+        ioi = np.diff(np.unique(starts))
         stats = [
             float(pitch.mean()),
             float(pitch.std()),
@@ -728,7 +730,7 @@ def midi_span_features(notes: MidiNotes, start_s: float, end_s: float) -> MidiSu
             float(velocity.mean()),
             float(velocity.std()),
             math.log2(max(float(np.median(durations)), 0.01)),
-            math.log2(max(float(np.median(np.diff(np.unique(starts)))), 0.01)) if len(starts) > 2 else 0.0,
+            math.log2(max(float(np.median(ioi)), 0.01)) if len(starts) > 2 and len(ioi) else 0.0,
         ]
     else:
         stats = [60.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, math.log2(0.01), 0.0]
