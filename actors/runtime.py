@@ -50,7 +50,7 @@ T = TypeVar("T")
 
 VERSION = "0.1.0"  # of the actors' interface, reported in $SRV.INFO
 
-# Which replica works on a job, in progress events: operators see it, tests kill the right one.
+# Which replica works on a job, in progress events (`worker`): operators see it, tests kill the right one.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -149,6 +149,7 @@ class EventPublisher:
             percent=round(min(100.0, max(0.0, percent)), 1),
             at_unix=time.time(),
             detail=detail,
+            worker=WORKER_ID,
         )
         try:
             await self._publish(job_id, event)

@@ -131,7 +131,8 @@ class Progress(Struct, frozen=True, tag="progress", tag_field="event"):
     stage: Stage
     percent: Annotated[float, Meta(ge=0, le=100)]
     at_unix: float
-    detail: str = ""
+    detail: str = ""  # words for people (e.g. "waiting for a mood replica"), or nothing
+    worker: str = ""  # the replica that sent it (host:pid): for operators and tests, not for people
 
 
 class Done(Struct, frozen=True, tag="done", tag_field="event"):

@@ -90,7 +90,7 @@ async def long_render_underway(
         event = json.loads((await events.next_msg(timeout=30)).data)
         assert event["event"] == "progress", event
         if event["stage"] == "rendering" and event["percent"] >= 5:
-            worker = int(event["detail"].rsplit(":", 1)[1])
+            worker = int(event["worker"].rsplit(":", 1)[1])
             assert worker in replicas
             return nc, js, events, job_id, worker
 
@@ -112,7 +112,7 @@ async def test_killed_exporter_mid_render_the_job_completes_once(tmp_path: Path)
         while not finals and time.monotonic() < deadline:
             event = json.loads((await events.next_msg(timeout=60)).data)
             if event["event"] == "progress" and event["stage"] == "rendering" and event["percent"] == 0:
-                workers_after_kill.add(int(event["detail"].rsplit(":", 1)[1]))
+                workers_after_kill.add(int(event["worker"].rsplit(":", 1)[1]))
             if event["event"] in ("done", "failed"):
                 finals.append(event)
         assert finals and finals[0]["event"] == "done", finals
@@ -171,7 +171,7 @@ async def test_a_job_whose_workers_all_die_is_reported_failed(tmp_path: Path) ->
                         and event["percent"] > 0
                     ):
                         break
-                assert int(event["detail"].rsplit(":", 1)[1]) == exporter.pid, f"attempt {attempt}"
+                assert int(event["worker"].rsplit(":", 1)[1]) == exporter.pid, f"attempt {attempt}"
                 exporter.kill()
                 exporter.wait()
             # The server reports max deliveries when a pull comes after the last ack deadline: a
@@ -272,7 +272,7 @@ async def test_a_stopped_exporter_gives_its_job_back_at_once(tmp_path: Path) -> 
         while True:
             event = json.loads((await events.next_msg(timeout=30)).data)
             if event["event"] == "progress" and event["percent"] == 0:
-                assert int(event["detail"].rsplit(":", 1)[1]) == survivor
+                assert int(event["worker"].rsplit(":", 1)[1]) == survivor
                 break
         assert time.monotonic() - stopped_at < 8.0  # the ack deadline alone is 15 s
         replicas[victim].wait(timeout=8.0)  # exited, not held by its render thread until killed

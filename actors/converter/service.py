@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from tuneforge.actors.converter.convert import score_to_midi
-from tuneforge.actors.runtime import WORKER_ID, ActorSpec, BadInput, EventPublisher, UnreadableBlob, run_actor
+from tuneforge.actors.runtime import ActorSpec, BadInput, EventPublisher, UnreadableBlob, run_actor
 from tuneforge.contracts.jobs import MIDI_CONTENT_TYPE, ConvertJob, ConvertReply, ExportJob, jobs_subject
 from tuneforge.contracts.limits import MAX_UPLOAD_BYTES
 from tuneforge.contracts.music import MusicError, Score, decode_music
@@ -56,7 +56,7 @@ class Converter:
 
     async def handle_job(self, msg: Msg, js: JetStreamContext, events: EventPublisher) -> None:
         job = msgspec.json.decode(msg.data, type=ConvertJob)
-        await events.progress(job.job_id, "converting", 0.0, WORKER_ID)
+        await events.progress(job.job_id, "converting", 0.0)
         try:
             score = decode_music(await self.blobs.read_bytes(job.score, max_bytes=MAX_UPLOAD_BYTES))
         except BlobNotFound as error:
@@ -64,7 +64,7 @@ class Converter:
         except MusicError as error:
             raise BadInput(str(error)) from None
         reply = await self.convert(score)
-        await events.progress(job.job_id, "converting", 100.0, WORKER_ID)
+        await events.progress(job.job_id, "converting", 100.0)
         export = ExportJob(job_id=job.job_id, midi=reply.midi, options=job.options)
         # The message id makes a re-run of this stage after a crash a duplicate the server drops.
         await js.publish(

@@ -18,7 +18,6 @@ from nats.js import JetStreamContext
 
 from tuneforge.actors.exporter.render import Renderer, RenderError
 from tuneforge.actors.runtime import (
-    WORKER_ID,
     ActorSpec,
     BadInput,
     EventPublisher,
@@ -113,13 +112,13 @@ class Exporter:
             sample_rate_hz=options.sample_rate_hz,
             soundfont=options.soundfont,
         )
-        await events.progress(job.job_id, "rendering", 0.0, WORKER_ID)
-        progress = ProgressReporter(events, job.job_id, "rendering", WORKER_ID)
+        await events.progress(job.job_id, "rendering", 0.0)
+        progress = ProgressReporter(events, job.job_id, "rendering")
         try:
             reply = await self.export(request, progress.report)
         finally:
             await progress.close()
-        await events.progress(job.job_id, "rendering", 100.0, WORKER_ID)
+        await events.progress(job.job_id, "rendering", 100.0)
         if options.analyze_mood:
             mood_job = MoodJob(
                 job_id=job.job_id,

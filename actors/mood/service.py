@@ -23,7 +23,6 @@ from nats.js import JetStreamContext
 from tuneforge.actors.mood.analyze import AudioError, analyze, warm_up
 from tuneforge.actors.mood.model import MODEL_DIR, MoodModel, load_model
 from tuneforge.actors.runtime import (
-    WORKER_ID,
     ActorSpec,
     BadInput,
     EventPublisher,
@@ -101,13 +100,13 @@ class MoodAnalyzer:
         job = msgspec.json.decode(msg.data, type=MoodJob)
         if job.midi is None:
             raise BadInput("a mood job finishes a render job: it needs the MIDI the audio was rendered from")
-        await events.progress(job.job_id, "analyzing", 0.0, WORKER_ID)
-        progress = ProgressReporter(events, job.job_id, "analyzing", WORKER_ID)
+        await events.progress(job.job_id, "analyzing", 0.0)
+        progress = ProgressReporter(events, job.job_id, "analyzing")
         try:
             mood = await self.analyze(MoodRequest(audio=job.audio, midi=job.midi), progress.report)
         finally:
             await progress.close()
-        await events.progress(job.job_id, "analyzing", 100.0, WORKER_ID)
+        await events.progress(job.job_id, "analyzing", 100.0)
         result = JobResult(
             midi=job.midi,
             audio=job.audio,

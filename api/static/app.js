@@ -676,10 +676,13 @@
   $("tempo").addEventListener("change", (event) => {
     const value = Number(event.target.value);
     if (!isNum(value) || value < 20 || value > 400) {
+      // The field keeps what was typed: put back silently, the next Render would use the old tempo
+      // (clicking Render is what ends the edit), and render() refuses the field as it stands.
       showMessage($("compose-error"), "Tempo must be a number from 20 to 400 bpm.");
-      event.target.value = String(state.tempo);
+      event.target.setAttribute("aria-invalid", "true");
       return;
     }
+    event.target.removeAttribute("aria-invalid");
     state.tempo = value;
     changed();
   });
@@ -1282,7 +1285,7 @@
   // Jobs: render, progress, result
   // ---------------------------------------------------------------------------------------------
 
-  const job = { id: null, source: null, token: 0, pollTimer: 0, lastPercent: 0, analyze: true };
+  const job = { id: null, source: null, token: 0, pollTimer: 0, lastPercent: 0, lastStageIndex: -1, analyze: true };
 
   function jobPath(id, suffix = "") {
     return `/jobs/${encodeURIComponent(id)}${suffix}`;
@@ -1334,6 +1337,11 @@
   }
 
   function setProgress(stage, percent, detail) {
+    // The event stream replays a job from its first event: a stage before the one already shown is
+    // old news (the text and the stage pills would step back to "Queued").
+    const stageIndex = STAGES.indexOf(stage);
+    if (stageIndex >= 0 && stageIndex < job.lastStageIndex) return;
+    if (stageIndex >= 0) job.lastStageIndex = stageIndex;
     // The bar shows the whole job and never moves backwards; the text shows the current stage.
     const value = stage === "done" ? 100 : Math.max(job.lastPercent, Math.round(overallPercent(stage, percent) * 10) / 10);
     const stagePercent = Math.round(clamp(isNum(percent) ? percent : 0, 0, 100));
@@ -1356,6 +1364,7 @@
     const link = $("job-link");
     link.href = `/?job=${encodeURIComponent(id)}`;
     job.lastPercent = 0;
+    job.lastStageIndex = -1;
     job.analyze = true;
     $("job-progress").value = 0;
     $("job-percent").textContent = "0%";
@@ -1374,7 +1383,7 @@
     setStages("queued");
   }
 
-  async function openJob(id, { push = false, initial = null } = {}) {
+  async function openJob(id, { push = false, initial = null, reveal = false } = {}) {
     closeStream();
     job.id = id;
     const token = ++job.token;
@@ -1393,6 +1402,7 @@
     }
     if (token !== job.token) return;
     applyJob(current, token);
+    if (reveal) $("job").scrollIntoView({ block: "start" });
   }
 
   function applyJob(current, token) {
@@ -1854,15 +1864,17 @@
     return hash || null;
   }
 
-  function followUrl() {
+  /** Open the job the URL names; `reveal`: scroll to it (someone who opened a job's link came for
+   * the job, not for the empty grid above it). */
+  function followUrl({ reveal = false } = {}) {
     const id = jobFromUrl();
     if (id) {
-      if (id !== job.id) openJob(id);
+      if (id !== job.id) openJob(id, { reveal });
     } else if (job.id) closeJob();
   }
 
-  window.addEventListener("popstate", followUrl);
-  window.addEventListener("hashchange", followUrl);
+  window.addEventListener("popstate", () => followUrl());
+  window.addEventListener("hashchange", () => followUrl());
 
   // ---------------------------------------------------------------------------------------------
   // Start
@@ -1874,7 +1886,7 @@
   buildGrid();
   loadInstruments();
   loadJobs();
-  followUrl();
+  followUrl({ reveal: true });
 
   // For tests and the curious: pure functions and state, read-only use intended.
   window.TuneForge = Object.freeze({ buildScore, pitchName, errorText, rows, state, openJob, renderMood });

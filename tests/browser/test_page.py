@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import random
+import re
 import struct
 import urllib.error
 import urllib.request
@@ -114,6 +115,12 @@ def assert_audio_playable(page: Any) -> None:
     assert response.ok, (response.status, response.text()[:200])
     assert response.headers["content-type"].startswith("audio/"), response.headers
     assert len(response.body()) > 1000
+    # The player can seek (it asks for byte ranges; with the whole file to every request it could not).
+    seekable = page.evaluate(
+        """() => { const a = document.getElementById('job-audio');
+                   return a.seekable.length ? a.seekable.end(0) : 0; }"""
+    )
+    assert seekable > 0.5 * audio["duration"], (seekable, audio)
 
 
 def assert_mood_shown(page: Any, container: str, *, timeline: bool = False) -> str:
@@ -225,6 +232,12 @@ def test_compose_render_progress_audio_and_mood(browser_page: Any, screenshot: A
     assert values[-1] == 100, values
     assert any(0 < v < 100 for v in values), f"no intermediate progress seen: {values} {statuses}"
     assert values == sorted(values), f"the progress bar went backwards: {values}"
+    # the status text never steps back a stage (the event stream replays the job from its start),
+    # and says nothing meant for operators (which replica, host:pid)
+    order = ["Queued", "Converting notes to MIDI", "Rendering audio", "Analysing mood", "Done"]
+    stages = [next((i for i, w in enumerate(order) if text.startswith(w)), -1) for text in statuses]
+    assert [i for i in stages if i >= 0] == sorted(i for i in stages if i >= 0), statuses
+    assert not any(re.search(r"\(\S+:\d+\)", text) for text in statuses), statuses
     assert any(later > earlier for earlier, later in itertools.pairwise(values)), values
     assert page.locator("#job-progress").get_attribute("value") == "100"
     assert_audio_playable(page)
@@ -295,6 +308,9 @@ def test_recent_jobs_and_hash_link_reopen_a_job(
     other.goto(f"/#job={job['id']}")
     wait_until_done(other)
     assert other.locator("#job-id").text_content() == job["id"]
+    # whoever opens a job's link sees the job, not the empty grid above it
+    top = other.evaluate("() => document.getElementById('job').getBoundingClientRect().top")
+    assert abs(top) < 50, top
 
 
 def test_upload_audio_file_gets_a_mood(browser_page: Any, screenshot: Any, tmp_path: Path) -> None:
@@ -339,6 +355,17 @@ def test_server_errors_are_shown_in_words(
 
     # a Score the server rejects: the page shows the server's own `detail`
     cell(page, "C4, step 1").click()
+
+    # a tempo out of range, typed and Render clicked at once (which is what ends the edit): refused
+    # on the page, nothing sent (it used to put the old tempo back and render with that)
+    posted: list[str] = []
+    page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+    page.fill("#tempo", "1000")
+    page.click("#render")
+    assert "Tempo must be a number from 20 to 400" in page.locator("#compose-error").text_content()
+    assert page.input_value("#tempo") == "1000" and not posted and "?job=" not in page.url
+    page.fill("#tempo", "120")
+    page.locator("#tempo").dispatch_event("change")
     bad_tempo = 1000
 
     def too_fast(route: Any) -> None:
