@@ -71,8 +71,12 @@ async def connect(url: str, name: str) -> tuple[Client, JetStreamContext]:
     async def on_error(error: Exception) -> None:
         log.warning("nats: %s", str(error).removeprefix("nats: ") or type(error).__name__)
 
+    connected: list[Client] = []  # the client, once there: the callbacks are made before it
+
     async def on_disconnect() -> None:
-        log.warning("nats: disconnected")
+        # Closed on purpose (the actor stopping) is not news worth a warning.
+        closed = bool(connected) and connected[0].is_closed
+        log.log(logging.INFO if closed else logging.WARNING, "nats: disconnected")
 
     async def on_reconnect() -> None:
         log.info("nats: reconnected")
@@ -86,6 +90,7 @@ async def connect(url: str, name: str) -> tuple[Client, JetStreamContext]:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    connected.append(client)
     js = client.jetstream(timeout=10)
     await apply_definitions(js)
     return client, js

@@ -117,7 +117,9 @@ class Backend:
             log.warning("nats: %s", str(error).removeprefix("nats: ") or type(error).__name__)
 
         async def on_disconnect() -> None:
-            log.warning("nats: disconnected")
+            # Closed on purpose (the API stopping) is not news worth a warning.
+            closed = self.nc is not None and self.nc.is_closed
+            log.log(logging.INFO if closed else logging.WARNING, "nats: disconnected")
 
         async def on_reconnect() -> None:
             log.info("nats: reconnected")

@@ -467,6 +467,33 @@ def test_the_api_told_to_stop_while_it_waits_for_nats_stops_at_once(tmp_path: Pa
         _stop(api, 1)
 
 
+def test_an_actor_told_to_stop_leaves_nats_without_a_warning(tmp_path: Path) -> None:
+    """Closing its own connection is not a lost connection: a clean stop logged one WARNING per
+    replica ("nats: disconnected"), which operators learn to read as trouble."""
+    nats_process, nats_url = start_nats_server(tmp_path / "nats", port=free_port())
+    log_path = tmp_path / "converter.log"
+    try:
+        with log_path.open("wb") as log:
+            actor = subprocess.Popen(
+                [sys.executable, "-m", "tuneforge", "actor", "converter", "--no-checks"],
+                env=clean_env(TUNEFORGE_NATS_URL=nats_url, TUNEFORGE_DATA_DIR=str(tmp_path / "data")),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while "ready" not in log_path.read_text() and time.monotonic() < deadline and actor.poll() is None:
+            time.sleep(0.2)
+        assert actor.poll() is None, log_path.read_text()
+        actor.send_signal(signal.SIGTERM)
+        actor.wait(timeout=15)
+        lines = log_path.read_text().splitlines()
+        assert any("nats: disconnected" in line for line in lines), lines  # said, at INFO
+        assert not any("nats: disconnected" in line and "WARNING" in line for line in lines), lines
+    finally:
+        _stop(actor, 1)
+        _stop(nats_process)
+
+
 def test_the_api_stops_within_seconds_after_idling(tmp_path: Path) -> None:
     # It used to drain its NATS connection, which could wait 30 s on the event recorder's pull
     # subscription (a race at each 5-s fetch: about 1 stop in 3 after 10 s idle, 2 in 3 after 45 s).
