@@ -134,7 +134,9 @@ class LocalBlobStore:
         if parsed.scheme != "file":
             raise BlobNotFound(f"{ref.uri!r} is not a blob of this store (expected file://)")
         path = Path(unquote(parsed.path)).resolve()
-        if not path.is_relative_to(self.root) or not path.is_file():
+        if not path.is_relative_to(self.root):
+            raise BlobNotFound(f"{ref.uri!r} is not a blob of this store (outside its folder)")
+        if not path.is_file():
             raise BlobNotFound(f"no blob at {ref.uri!r}")
         return path
 

@@ -186,6 +186,9 @@ def test_non_audio_and_corrupt_uploads_get_a_clear_4xx(live_stack: Stack) -> Non
             assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
             assert response.json()["detail"], name
             assert "object at 0x" not in response.json()["detail"], name  # words, not our internals
+        # Plain text is not audio: said so, not answered with a hint about Grid or Score JSON.
+        text = client.post("/mood", files={"file": ("notes.txt", b"la la la\n" * 40, "text/plain")})
+        assert text.status_code == 400 and "not a readable audio file" in text.json()["detail"], text.text
         # Formats it does not take are named: 415, saying what was sent and what is accepted.
         named = {
             "MP4/M4A": b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00" + bytes(4000),
