@@ -113,23 +113,23 @@ def requested_range(header: str | None, size_bytes: int) -> tuple[int, int] | No
     several ranges, gets the whole file, as the RFC allows. A range past the end is a 416."""
     if not header or not header.startswith("bytes=") or "," in header:
         return None
-    first_text, _, last_text = header.removeprefix("bytes=").strip().partition("-")
-    if not (first_text.isdigit() or last_text.isdigit()) or not (first_text or last_text):
+    first_text, dash, last_text = header.removeprefix("bytes=").strip().partition("-")
+    if (
+        not dash
+        or not (first_text or last_text)
+        or not all(t.isdigit() for t in (first_text, last_text) if t)
+    ):
         return None
     if not first_text:  # the last N bytes
-        suffix = int(last_text)
-        if suffix == 0:
+        if int(last_text) == 0:
             raise RangeNotSatisfiable(f"bytes=-0 asks for no bytes of a {size_bytes}-byte file")
-        return max(0, size_bytes - suffix), size_bytes - 1
-    if last_text and not last_text.isdigit():
-        return None
+        return max(0, size_bytes - int(last_text)), size_bytes - 1
     first = int(first_text)
-    last = min(int(last_text), size_bytes - 1) if last_text else size_bytes - 1
-    if first >= size_bytes or last < first:
-        raise RangeNotSatisfiable(
-            f"bytes {header.removeprefix('bytes=')} are not in a {size_bytes}-byte file"
-        )
-    return first, last
+    if last_text and int(last_text) < first:
+        return None  # not a range at all (RFC 9110: ignored)
+    if first >= size_bytes:
+        raise RangeNotSatisfiable(f"bytes {first_text}-{last_text} are not in a {size_bytes}-byte file")
+    return first, min(int(last_text), size_bytes - 1) if last_text else size_bytes - 1
 
 
 def range_not_satisfiable_response(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:

@@ -16,6 +16,7 @@ import soundfile
 
 from tests.audio import dominant_frequency_hz, read_audio, sounding_seconds
 from tests.conftest import Stack
+from tuneforge.api.jobs import RangeNotSatisfiable, requested_range
 
 
 def unique_score(
@@ -93,6 +94,35 @@ def test_score_becomes_a_wav_of_the_score_duration(stack: Stack) -> None:
     assert dominant_frequency_hz(mono, rate, 0.3, 2.0) == pytest.approx(440, rel=0.02)
     assert 2.9 <= sounding_seconds(mono, rate) <= 3.6
     assert 3.0 <= len(mono) / rate <= 3.0 + 3.0
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=0-99", (0, 99)),
+        ("bytes=100-", (100, 999)),
+        ("bytes=-50", (950, 999)),
+        ("bytes=-5000", (0, 999)),
+        ("bytes=10-99999", (10, 999)),
+        # not ranges this reads: the whole file, as RFC 9110 allows
+        ("bytes=abc-5", None),
+        ("bytes=5-abc", None),
+        ("bytes=-", None),
+        ("bytes=5", None),
+        ("items=0-1", None),
+        ("bytes=0-1,3-4", None),
+        ("bytes=7-3", None),
+        (None, None),
+    ],
+)
+def test_range_headers_are_read_as_rfc_9110_says(header: str | None, expected: tuple | None) -> None:
+    assert requested_range(header, 1000) == expected
+
+
+@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=5000-6000", "bytes=-0"])
+def test_a_range_past_the_end_is_not_satisfiable(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        requested_range(header, 1000)
 
 
 def test_a_player_can_seek_in_a_jobs_audio(stack: Stack) -> None:
