@@ -35,21 +35,30 @@ def test_every_candidate_exports_and_matches_scikit_learn(name: str, tmp_path: P
     assert first.read_bytes() == second.read_bytes()  # same model, same bytes
 
 
-def test_a_head_reads_only_the_features_it_names_in_its_own_order(tmp_path: Path) -> None:
-    """A model trained on a subset of the computed features is handed every feature and picks its own."""
+def exported_audio_head(
+    tmp_path: Path, picked: list[str], seed: int, n_rows: int
+) -> tuple[list[int], np.ndarray, object]:
+    """A logistic regression on the `picked` audio features of random rows (its quadrant from the
+    first two), exported to `tmp_path/model.onnx`: (the picked columns, the rows, the classifier)."""
     from sklearn.linear_model import LogisticRegression
 
     from tuneforge.actors.mood import features as F
-    from tuneforge.actors.mood.model import ModelMissing, MoodModel
 
     names = list(F.AUDIO_FEATURE_NAMES)
-    picked = ["mode_score", "loudness_db", "onset_rate_per_s"]  # a subset, not in computed order
     columns = [names.index(n) for n in picked]
-    rng = np.random.default_rng(3)
-    rows = rng.normal(size=(200, len(names))).astype(np.float32)
+    rows = np.random.default_rng(seed).normal(size=(n_rows, len(names))).astype(np.float32)
     y = (rows[:, columns[0]] > 0).astype(int) * 2 + (rows[:, columns[1]] > 0).astype(int)
     classifier = LogisticRegression(max_iter=1000).fit(rows[:, columns], y)
     to_onnx(classifier, len(picked), tmp_path / "model.onnx")
+    return columns, rows, classifier
+
+
+def test_a_head_reads_only_the_features_it_names_in_its_own_order(tmp_path: Path) -> None:
+    """A model trained on a subset of the computed features is handed every feature and picks its own."""
+    from tuneforge.actors.mood.model import ModelMissing, MoodModel
+
+    picked = ["mode_score", "loudness_db", "onset_rate_per_s"]  # a subset, not in computed order
+    columns, rows, classifier = exported_audio_head(tmp_path, picked, seed=3, n_rows=200)
     spec = {
         "file": "model.onnx",
         "features": picked,
@@ -79,19 +88,12 @@ def test_a_head_reads_each_feature_within_its_training_range_and_says_how_far_ou
 ) -> None:
     """Winsorised heads: a value beyond a feature's range is read at its edge, and a row with more
     features out there than the training data's 99th percentile is less typical."""
-    from sklearn.linear_model import LogisticRegression
-
     from tuneforge.actors.mood import features as F
     from tuneforge.actors.mood.model import MoodModel
 
     names = list(F.AUDIO_FEATURE_NAMES)
     picked = ["mode_score", "loudness_db", "onset_rate_per_s", "pulse_clarity"]
-    columns = [names.index(n) for n in picked]
-    rng = np.random.default_rng(5)
-    rows = rng.normal(size=(300, len(names))).astype(np.float32)
-    y = (rows[:, columns[0]] > 0).astype(int) * 2 + (rows[:, columns[1]] > 0).astype(int)
-    classifier = LogisticRegression(max_iter=1000).fit(rows[:, columns], y)
-    to_onnx(classifier, len(picked), tmp_path / "model.onnx")
+    columns, _, _ = exported_audio_head(tmp_path, picked, seed=5, n_rows=300)
     spec = {
         "file": "model.onnx",
         "features": picked,
