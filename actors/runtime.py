@@ -437,8 +437,9 @@ async def run_consumer(
             )
             await retry_or_fail(
                 msg,
-                f"{error}: this {durable} replica cannot read the job's files; every replica must use the "
-                "same blob store (TUNEFORGE_BLOB_URL)",
+                # The remedy first: stats keep the first 300 characters, and a blob's URI is long.
+                f"this {durable} replica cannot read the job's files; every replica must use the same "
+                f"blob store (TUNEFORGE_BLOB_URL): {error}",
             )
         except (BadInput, msgspec.ValidationError, msgspec.DecodeError) as error:
             log.warning("%s: job %s rejected: %s", durable, job_id_of(msg.data), error)

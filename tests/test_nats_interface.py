@@ -76,7 +76,7 @@ async def test_convert_then_export_with_plain_json(nc: Client, live_stack: Stack
         (
             "tuneforge.export",
             '{"midi": {"uri": "file:///etc/passwd", "sha256": "' + "0" * 64 + '", "size_bytes": 1}}',
-            "no blob",
+            "not a blob of this store (outside its folder)",
         ),
         ("tuneforge.export", '{"format": "wav"}', "midi"),
         ("tuneforge.export", "[]", "invalid request: Expected `object`"),

@@ -210,7 +210,7 @@ async def test_a_replica_on_another_blob_store_never_fails_a_job_as_bad_input(tm
 
         reply = await nc.request("tuneforge.export", msgspec.json.encode({"midi": midi}), timeout=30)
         assert reply.headers and reply.headers["Nats-Service-Error-Code"] == "400"
-        assert "no blob" in reply.headers["Nats-Service-Error"]
+        assert "not a blob of this store" in reply.headers["Nats-Service-Error"]
 
         job_id = str(uuid.uuid4())
         events = await js.subscribe(f"tuneforge.events.{job_id}", ordered_consumer=True)
@@ -225,7 +225,8 @@ async def test_a_replica_on_another_blob_store_never_fails_a_job_as_bad_input(tm
                 final = event
         assert attempts == consumer_definition("exporter")["max_deliver"]
         assert final["event"] == "failed" and final["error"]["code"] == 500, final
-        assert "TUNEFORGE_BLOB_URL" in final["error"]["message"] and "no blob" in final["error"]["message"]
+        message = final["error"]["message"]
+        assert "TUNEFORGE_BLOB_URL" in message and "not a blob of this store" in message
         # `nats micro stats` shows the consumer's work, which the request counters do not see.
         await asyncio.sleep(0.5)
         stats = json.loads((await nc.request("$SRV.STATS.tuneforge-exporter", b"", timeout=5)).data)
