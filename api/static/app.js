@@ -1064,11 +1064,8 @@
       ["sad", pad, mid, "q-sad"],
       ["calm", mid, mid, "q-calm"],
     ];
-    for (const [name, qx, qy, cls] of quads) {
+    for (const [, qx, qy, cls] of quads) {
       chart.append(svg("rect", { x: qx, y: qy, width: inner / 2, height: inner / 2, class: `quad ${cls}` }));
-      const tx = qx + inner / 4;
-      const ty = qy === pad ? qy + 16 : qy + inner / 2 - 8;
-      chart.append(svg("text", { x: tx, y: ty, class: "quad-label", "text-anchor": "middle" }, name));
     }
     chart.append(svg("line", { x1: pad, y1: mid, x2: size - pad, y2: mid, class: "axis" }));
     chart.append(svg("line", { x1: mid, y1: pad, x2: mid, y2: size - pad, class: "axis" }));
@@ -1103,6 +1100,11 @@
         svg("title", {}, `Overall: valence ${signed(valence)}, arousal ${signed(arousal)}`),
       ),
     );
+    // The quadrant names last, haloed, so a point near one (arousal +.95 sits on "happy") never hides it.
+    for (const [name, qx, qy] of quads) {
+      const ty = qy === pad ? qy + 16 : qy + inner / 2 - 8;
+      chart.append(svg("text", { x: qx + inner / 4, y: ty, class: "quad-label", "text-anchor": "middle" }, name));
+    }
     return chart;
   }
 
