@@ -181,13 +181,10 @@ class EventPublisher:
 class ProgressReporter:
     """Thread-safe progress for work running in a worker thread: latest value wins, sent in order."""
 
-    def __init__(
-        self, events: EventPublisher, job_id: str, stage: Stage, detail: str = "", min_interval_s: float = 0.2
-    ):
+    def __init__(self, events: EventPublisher, job_id: str, stage: Stage, min_interval_s: float = 0.2):
         self._events = events
         self._job_id = job_id
         self._stage = stage
-        self._detail = detail
         self._min_interval_s = min_interval_s
         self._loop = asyncio.get_running_loop()
         self._latest: float | None = None
@@ -209,7 +206,7 @@ class ProgressReporter:
             if self._latest is not None:
                 percent, self._latest = self._latest, None
                 with contextlib.suppress(Exception):
-                    await self._events.progress(self._job_id, self._stage, percent, self._detail)
+                    await self._events.progress(self._job_id, self._stage, percent)
             await asyncio.sleep(self._min_interval_s)
 
     async def close(self) -> None:

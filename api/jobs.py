@@ -105,6 +105,9 @@ def job_view(job: JobRecord) -> dict[str, Any]:
 class RangeNotSatisfiable(HTTPException):
     status_code = 416
 
+    def __init__(self, detail: str, size_bytes: int) -> None:
+        super().__init__(detail=detail, extra={"size_bytes": size_bytes})  # for Content-Range
+
 
 def requested_range(header: str | None, size_bytes: int) -> tuple[int, int] | None:
     """The (first, last) byte of a `Range: bytes=…` header (RFC 9110), None for the whole file.
@@ -122,13 +125,15 @@ def requested_range(header: str | None, size_bytes: int) -> tuple[int, int] | No
         return None
     if not first_text:  # the last N bytes
         if int(last_text) == 0:
-            raise RangeNotSatisfiable(f"bytes=-0 asks for no bytes of a {size_bytes}-byte file")
+            raise RangeNotSatisfiable(f"bytes=-0 asks for no bytes of a {size_bytes}-byte file", size_bytes)
         return max(0, size_bytes - int(last_text)), size_bytes - 1
     first = int(first_text)
     if last_text and int(last_text) < first:
         return None  # not a range at all (RFC 9110: ignored)
     if first >= size_bytes:
-        raise RangeNotSatisfiable(f"bytes {first_text}-{last_text} are not in a {size_bytes}-byte file")
+        raise RangeNotSatisfiable(
+            f"bytes {first_text}-{last_text} are not in a {size_bytes}-byte file", size_bytes
+        )
     return first, min(int(last_text), size_bytes - 1) if last_text else size_bytes - 1
 
 
@@ -143,12 +148,7 @@ async def blob_response(
     backend: Backend, ref: BlobRef, filename: str, media_type: str, range_header: str | None = None
 ) -> Response[Any]:
     """The blob as a download; a `Range` request (a player seeking) gets its bytes with 206."""
-    disposition = f'attachment; filename="{filename}"'
-    try:
-        byte_range = requested_range(range_header, ref.size_bytes)
-    except RangeNotSatisfiable as error:
-        error.extra = {"size_bytes": ref.size_bytes}
-        raise
+    byte_range = requested_range(range_header, ref.size_bytes)
     try:
         if byte_range is None and isinstance(backend.blobs, LocalBlobStore):
             return File(
@@ -160,7 +160,7 @@ async def blob_response(
             )
         first, last = byte_range if byte_range is not None else (0, ref.size_bytes - 1)
         headers = {
-            "Content-Disposition": disposition,
+            "Content-Disposition": f'attachment; filename="{filename}"',
             "Content-Length": str(last - first + 1),
             "Accept-Ranges": "bytes",
         }

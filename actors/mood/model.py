@@ -100,7 +100,7 @@ class _Head:
         self.normalised: bool = bool(spec.get("normalised", False))
         self.typical_rms_z: float | None = spec.get("typical_rms_z")
         # The range (in z) each feature is read within, as in training; outside it the model has
-        # seen nothing. Models before feature version 5's winsorised fit have none.
+        # seen nothing. Models before feature version 6 (the first winsorised fit) have none: no bound.
         self.z_low = np.asarray(spec.get("z_low", np.full(len(self.features), -np.inf)), dtype=np.float32)
         self.z_high = np.asarray(spec.get("z_high", np.full(len(self.features), np.inf)), dtype=np.float32)
         self.typical_outside_fraction: float | None = spec.get("typical_outside_fraction")
