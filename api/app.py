@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         backend = Backend(settings)
         app.state.backend = backend  # before it starts: a stop signal during start-up reaches it
+        backend.closing = bool(getattr(app.state, "stopping", False))  # or came before it was made
         try:
             await backend.start()
         except StoppedBeforeStart as stopped:

@@ -143,6 +143,9 @@ def run_api(settings: Settings, host: str, port: int, checks: bool = True, log_l
             super().handle_exit(sig, frame)
             # Open event streams never finish on their own: told to stop, they end (within a
             # second), so the server stops at once instead of cutting them after its 5-s grace.
+            # Also the start-up's wait for NATS; a signal before the lifespan has made the backend
+            # is kept on the app, where the lifespan finds it.
+            app.state.stopping = True
             backend = getattr(app.state, "backend", None)
             if backend is not None:
                 backend.closing = True
