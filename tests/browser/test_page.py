@@ -482,6 +482,39 @@ def test_step_count_preview_and_phone_width(new_page: Any, screenshot: Any) -> N
     screenshot(page, "11-phone-full")
 
 
+@pytest.mark.parametrize("width", [375, 768, 1280, 1920])
+def test_grid_labels_and_selects_show_their_whole_text(new_page: Any, screenshot: Any, width: int) -> None:
+    page = new_page(viewport={"width": width, "height": 900})
+    page.goto("/")
+    page.wait_for_function("() => document.getElementById('instrument').options.length > 1")
+    page.click(".more-options summary")  # the render options' selects too
+    # A row label does not wrap and hides what overflows: its text must fit its box.
+    clipped_labels = page.evaluate(
+        """() => [...document.querySelectorAll('#grid .row-label')]
+             .filter((label) => label.scrollWidth > label.clientWidth)
+             .map((label) => [label.textContent, label.scrollWidth, label.clientWidth])"""
+    )
+    assert not clipped_labels, clipped_labels
+    assert page.locator("#grid .drum-row .row-label").count() == 6
+    # A select's text is cut when the select is narrower than the browser's own width for it (its
+    # longest option with the padding and the arrow): measure that width on a copy of width auto.
+    narrow_selects = page.evaluate(
+        """() => [...document.querySelectorAll('#controls select')].map((select) => {
+             const copy = select.cloneNode(true);
+             copy.removeAttribute('id');
+             Object.assign(copy.style, {position: 'absolute', visibility: 'hidden', width: 'auto',
+                                        minWidth: '0', maxWidth: 'none'});
+             document.body.append(copy);
+             const needed = copy.getBoundingClientRect().width;
+             copy.remove();
+             return [select.id, select.getBoundingClientRect().width, needed];
+           }).filter(([, width, needed]) => width + 0.5 < needed)"""
+    )
+    assert not narrow_selects, narrow_selects
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+    screenshot(page, f"18-controls-and-labels-{width}")
+
+
 # --- acceptance sweep: long timelines, favicon, MIDI uploads, silence --------------------------
 
 
