@@ -60,6 +60,8 @@
   ];
   const MOODS = ["happy", "tense", "sad", "calm"];
   const STAGES = ["queued", "converting", "rendering", "analyzing", "done"];
+  /** The stages a worker does, in order: where a job can fail. */
+  const WORK_STAGES = ["converting", "rendering", "analyzing"];
   const STAGE_WORDS = {
     queued: "Queued",
     converting: "Converting notes to MIDI",
@@ -153,19 +155,39 @@
     return fmt(value, digits).replace(/^-/, "−");
   }
 
-  /** A time as m:ss, or h:mm:ss from an hour up. */
+  // Times in a piece are shown as an audio player shows them: floored, never rounded up (a player
+  // says 3:12 until 3:13 has been reached). The billionth of a second allowed for is floating
+  // point's: a time computed as 2.9999999999999996 is 3 s, far below anything a person hears.
+  const TIME_EPSILON = 1e-9;
+
+  /** A time as m:ss, or h:mm:ss from an hour up; floored to the second. */
   function clock(seconds) {
-    const whole = Math.max(0, Math.round(seconds));
+    const whole = Math.max(0, Math.floor(seconds + TIME_EPSILON));
     const h = Math.floor(whole / 3600);
     const m = Math.floor((whole % 3600) / 60);
     const s = String(whole % 60).padStart(2, "0");
     return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
   }
 
+  /** Seconds floored to the tenth, as text: 14.96 → "14.9". */
+  function tenths(seconds) {
+    return (Math.max(0, Math.floor(seconds * 10 + TIME_EPSILON)) / 10).toFixed(1);
+  }
+
+  /** A music duration or a time in a piece, the one way the page writes them: tenths of a second
+   * under a minute ("14.9 s" for 14.96 s), m:ss from a minute ("3:12" for 192.7 s), h:mm:ss from an
+   * hour; always floored, like the audio player. `scale` (the piece's length) picks the form, so
+   * every time of one piece reads alike. */
+  function musicTime(seconds, scale = seconds) {
+    if (!isNum(seconds)) return "–";
+    return isNum(scale) && scale >= 60 ? clock(seconds) : `${tenths(seconds)} s`;
+  }
+
   /** A stretch of a piece: in seconds for short pieces, as clock times for a minute or more. */
   function timeSpan(start, end, total) {
+    if (!isNum(start) || !isNum(end)) return "–";
     if (isNum(total) && total >= 60) return `${clock(start)}–${clock(end)}`;
-    return `${fmt(start, 1)}–${fmt(end, 1)} s`;
+    return `${tenths(start)}–${tenths(end)} s`;
   }
 
   /** Milliseconds since the epoch from unix seconds, unix milliseconds or an ISO 8601 string. */
@@ -487,7 +509,7 @@
     $("note-count").textContent =
       count === 0
         ? "No notes yet"
-        : `${count} note${count === 1 ? "" : "s"} · ${beats} beats · ${seconds.toFixed(1)} s`;
+        : `${count} note${count === 1 ? "" : "s"} · ${beats} beats · ${musicTime(seconds)}`;
   }
 
   function changed(rowIndex) {
@@ -1198,7 +1220,7 @@
       "div",
       { class: "timeline-axis", "aria-hidden": "true" },
       el("span", {}, total >= 60 ? "0:00" : "0 s"),
-      el("span", {}, total >= 60 ? clock(total) : `${fmt(total, 1)} s`),
+      el("span", {}, musicTime(total)),
     );
     return el(
       "div",
@@ -1229,7 +1251,7 @@
       { class: "mood-numbers" },
       `Valence ${signed(mood.valence)} · Arousal ${signed(mood.arousal)}`,
       isNum(mood.duration_seconds)
-        ? ` · ${mood.duration_seconds >= 60 ? clock(mood.duration_seconds) : `${fmt(mood.duration_seconds, 1)} s`} analysed`
+        ? ` · ${musicTime(mood.duration_seconds)} analysed`
         : "",
     );
 
@@ -1288,6 +1310,10 @@
   // ---------------------------------------------------------------------------------------------
 
   const job = { id: null, source: null, token: 0, pollTimer: 0, lastPercent: 0, lastStageIndex: -1, analyze: true };
+  /** Jobs this page saw end (id → "done" or "failed"). The recent-jobs list is read from the job
+   * records, which the API writes a moment after the final event has reached the page: the list
+   * must not call a job the page has just shown failed "running". */
+  const seenFinished = new Map();
 
   function jobPath(id, suffix = "") {
     return `/jobs/${encodeURIComponent(id)}${suffix}`;
@@ -1413,7 +1439,7 @@
     if (current.status === "done") {
       showDone(current, token);
     } else if (current.status === "failed") {
-      showFailed(current.stage, current.error);
+      showFailed(current, token);
     } else {
       setProgress(current.stage || current.status || "queued", current.percent || 0, "");
       startStream(current, token);
@@ -1448,7 +1474,7 @@
           .catch(() => showDone({ id: job.id, status: "done", result: data.result, links: current.links }, token));
       } else if (kind === "failed") {
         closeStream();
-        showFailed(data.stage, data.error);
+        showFailed(data, token);
       }
     };
     for (const type of ["progress", "done", "failed", "message"]) {
@@ -1482,7 +1508,7 @@
     }
     if (token !== job.token) return;
     if (current.status === "done") showDone(current, token);
-    else if (current.status === "failed") showFailed(current.stage, current.error);
+    else if (current.status === "failed") showFailed(current, token);
     else {
       setProgress(current.stage || current.status, current.percent || 0, "");
       job.pollTimer = setTimeout(() => pollJob(token, attempt + 1), Math.min(2000, 400 + attempt * 100));
@@ -1496,15 +1522,50 @@
     showMessage($("job-error"), message);
   }
 
-  function showFailed(stage, error) {
+  /** The stage a failed job stopped in, or null when nothing tells. The `failed` event names it; a
+   * job read back (GET /jobs/{id}) has the stage "failed", but its timings time every stage it
+   * entered (up to its end), so the last of them is where it stopped: rendered, then failed while
+   * analysing mood. A job refused before any stage began work on it has none. */
+  function failedStage(failure) {
+    const stage = failure && failure.stage;
+    if (WORK_STAGES.includes(stage)) return stage;
+    const timings = failure && failure.timings && typeof failure.timings === "object" ? failure.timings : null;
+    if (!timings) return null;
+    return [...WORK_STAGES].reverse().find((name) => isNum(timings[name])) || null;
+  }
+
+  /** A failed job: `failure` is the `failed` event or the job as GET /jobs/{id} returns it. */
+  function showFailed(failure, token) {
+    if (token !== job.token) return;
+    const error = failure && failure.error;
     const message = error && error.message ? error.message : "the job failed without a message";
     const code = error && error.code ? ` (${error.code})` : "";
-    setStages(stage && stage !== "failed" ? stage : "failed", true);
+    const stage = failedStage(failure);
+    const words = stage ? `Failed while ${STAGE_WORDS[stage].toLowerCase()}` : "Failed";
+    setStages(stage || "failed", true);
     $("job-view").dataset.status = "failed";
-    $("job-status").textContent =
-      stage && stage !== "failed" ? `Failed while ${(STAGE_WORDS[stage] || stage).toLowerCase()}` : "Failed";
+    // The job is over: the bar fills, in the error colour, and says so, rather than stopping where
+    // the last progress event left it (60 % read as a job still half-way).
+    const bar = $("job-progress");
+    bar.value = 100;
+    bar.setAttribute("aria-valuetext", words);
+    job.lastPercent = 100;
+    $("job-percent").textContent = "Failed";
+    $("job-status").textContent = words;
     showMessage($("job-error"), `The render failed${code}: ${message}`);
+    seenFinished.set(failure.id || job.id, "failed");
     loadJobs();
+    // The final event replayed from the job's record (a reconnect after the end) names no stage:
+    // the record's timings may.
+    if (!stage && !failure.timings) {
+      api(jobPath(job.id))
+        .then((full) => {
+          if (full && full.status === "failed" && failedStage(full)) showFailed(full, token);
+        })
+        .catch(() => {
+          /* the words stay "Failed" */
+        });
+    }
   }
 
   async function showDone(current, token) {
@@ -1516,6 +1577,7 @@
     setProgress("done", 100, "");
     setStages("done");
     $("job-view").dataset.status = "done";
+    seenFinished.set(current.id || job.id, "done");
     const started = toMillis(current.started_at);
     const finished = toMillis(current.finished_at);
     const took = isNum(started) && isNum(finished) ? (finished - started) / 1000 : null;
@@ -1538,7 +1600,7 @@
     $("dl-midi").setAttribute("download", `tuneforge-${shortId}.mid`);
 
     const meta = [];
-    if (isNum(result.duration_seconds)) meta.push(`${result.duration_seconds.toFixed(1)} s`);
+    if (isNum(result.duration_seconds)) meta.push(musicTime(result.duration_seconds));
     if (result.format) meta.push(String(result.format).toUpperCase());
     if (isNum(result.sample_rate_hz)) meta.push(`${result.sample_rate_hz} Hz`);
     if (result.audio && isNum(result.audio.size_bytes)) meta.push(`${(result.audio.size_bytes / 1024).toFixed(0)} KB`);
@@ -1697,6 +1759,8 @@
 
   let jobsLoading = null;
   let jobsAgain = false;
+  /** Reloads of the list while its records lag behind what the page saw (a few, then it stops). */
+  const jobsCatchUp = { timer: 0, tries: 0 };
 
   function timeAgo(value) {
     const when = toMillis(value);
@@ -1724,13 +1788,18 @@
           list.append(el("li", { class: "muted empty" }, "No jobs yet."));
           return;
         }
+        let behind = false;
         for (const item of jobs) {
           if (!item || !item.id) continue;
+          const seen = seenFinished.get(item.id);
+          const unfinished = item.status === "queued" || item.status === "running";
+          const status = seen && unfinished ? seen : item.status;
+          if (status !== item.status) behind = true;
           const mood = item.result && item.result.mood && item.result.mood.label;
-          const duration = item.result && isNum(item.result.duration_seconds) ? `${item.result.duration_seconds.toFixed(1)} s` : "";
+          const duration = item.result && isNum(item.result.duration_seconds) ? musicTime(item.result.duration_seconds) : "";
           const link = el(
             "a",
-            { href: `/?job=${encodeURIComponent(item.id)}`, class: "job-open", "data-job": item.id, "aria-label": `Open job ${item.id.slice(0, 8)}, ${item.status}` },
+            { href: `/?job=${encodeURIComponent(item.id)}`, class: "job-open", "data-job": item.id, "aria-label": `Open job ${item.id.slice(0, 8)}, ${status}` },
             el("code", {}, item.id.slice(0, 8)),
           );
           list.append(
@@ -1738,12 +1807,18 @@
               "li",
               { class: item.id === job.id ? "current" : "" },
               link,
-              el("span", { class: `badge s-${item.status}` }, item.status),
+              el("span", { class: `badge s-${status}` }, status),
               mood ? el("span", { class: `badge mood-badge m-${mood}` }, mood) : null,
               el("span", { class: "muted small" }, [duration, timeAgo(item.created_at)].filter(Boolean).join(" · ")),
             ),
           );
         }
+        // Load the list again shortly, for the records' own words (a done job's length and mood).
+        clearTimeout(jobsCatchUp.timer);
+        if (behind && jobsCatchUp.tries < 5) {
+          jobsCatchUp.tries += 1;
+          jobsCatchUp.timer = setTimeout(loadJobs, 1000);
+        } else if (!behind) jobsCatchUp.tries = 0;
       } catch (error) {
         showMessage($("jobs-error"), describeError(error, "Loading recent jobs"));
       }

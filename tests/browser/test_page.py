@@ -909,3 +909,208 @@ def test_silence_has_no_tempo_or_key(browser_page: Any, screenshot: Any, tmp_pat
     assert -120 < mood["features"]["loudness_db"] < -60, mood["features"]
     assert shown["Tempo"] == "—" and shown["Key"] == "—", shown
     assert "dB" in shown["Loudness"] and "−120" not in shown["Loudness"], shown
+
+
+# --- a failed job; durations as the player shows them ------------------------------------------
+
+
+def middle_pixel_row(page: Any, locator: Any) -> list[list[int]]:
+    """One row of pixels through the middle of an element as drawn (RGB triples, left to right),
+    decoded in the page from a screenshot of it."""
+    locator.scroll_into_view_if_needed()
+    png = locator.screenshot()
+    return page.evaluate(
+        """async (b64) => {
+          const img = new Image();
+          img.src = 'data:image/png;base64,' + b64;
+          await img.decode();
+          const canvas = document.createElement('canvas');
+          canvas.width = img.width; canvas.height = img.height;
+          const ctx = canvas.getContext('2d');
+          ctx.drawImage(img, 0, 0);
+          const data = ctx.getImageData(0, Math.floor(img.height / 2), img.width, 1).data;
+          const row = [];
+          for (let i = 0; i < data.length; i += 4) row.push([data[i], data[i + 1], data[i + 2]]);
+          return row;
+        }""",
+        base64.b64encode(png).decode(),
+    )
+
+
+def assert_failed_view(page: Any, words: str) -> None:
+    """The job view of a failed job: the bar full, drawn in the error colour, saying Failed."""
+    assert page.locator("#job-view").get_attribute("data-status") == "failed"
+    assert page.locator("#job-status").text_content() == words
+    assert page.locator("#job-percent").text_content() == "Failed"
+    bar = page.locator("#job-progress")
+    assert bar.evaluate("(b) => [b.value, b.max]") == [100, 100]
+    assert bar.get_attribute("aria-valuetext") == words
+    danger = page.evaluate(
+        """() => { const probe = document.createElement('span');
+                   probe.style.color = 'var(--danger)';
+                   document.body.append(probe);
+                   const rgb = getComputedStyle(probe).color.match(/\\d+/g).slice(0, 3).map(Number);
+                   probe.remove();
+                   return rgb; }"""
+    )
+    row = middle_pixel_row(page, bar)
+    # every pixel between the rounded ends, from left to right, is the error colour: the whole width
+    inner = row[len(row) // 25 : len(row) - len(row) // 25]
+    off = [(i, pixel) for i, pixel in enumerate(inner) if not close_to(pixel, danger, tolerance=6)]
+    assert not off, f"{len(off)} of {len(inner)} pixels are not {danger}: {off[:5]}"
+    assert page.locator("#job-percent").evaluate("(n) => getComputedStyle(n).color") == (
+        f"rgb({danger[0]}, {danger[1]}, {danger[2]})"
+    )
+
+
+def test_a_failed_job_fills_the_bar_in_red_and_says_where_it_failed(
+    new_page: Any, mood_elsewhere_stack: Any, screenshot: Any
+) -> None:
+    # A real failure: this stack's mood actor reads another blob store than the pipeline's, so the
+    # job converts and renders, then fails in the mood stage after its retries (about 15 s).
+    stack = mood_elsewhere_stack
+    page = new_page(stack=stack)
+    page.goto("/")
+    for label in ("C4, step 1", "E4, step 5", "G4, step 9"):
+        cell(page, label).click()
+    page.click("#render")
+    page.wait_for_url("**/?job=*", timeout=15_000)
+    job_id = page.url.split("job=")[1]
+    # rendered, and waiting on the mood stage: the bar part-way
+    page.wait_for_function(
+        "() => document.getElementById('job-view').dataset.stage === 'analyzing'", timeout=RENDER_TIMEOUT_MS
+    )
+    partway = page.locator("#job-progress").evaluate("(b) => b.value")
+    assert 0 < partway < 100, partway
+    page.wait_for_function(
+        "() => document.getElementById('job-view').dataset.status === 'failed'", timeout=RENDER_TIMEOUT_MS
+    )
+    # the event names the stage: the bar is full and red, not stuck where the mood stage began
+    assert_failed_view(page, "Failed while analysing mood")
+    error = page.locator("#job-error")
+    assert error.is_visible() and "TUNEFORGE_BLOB_URL" in error.text_content(), error.text_content()
+    # the recent-jobs list, loaded as the failure arrived, says failed (its record may lag the event)
+    badge = page.locator(f'#jobs-list li:has(a[data-job="{job_id}"]) .badge').first
+    badge.wait_for()
+    page.wait_for_function(
+        """(id) => { const link = document.querySelector(`#jobs-list a[data-job="${id}"]`);
+                     const badge = link && link.parentElement.querySelector('.badge');
+                     return badge && badge.textContent === 'failed'; }""",
+        arg=job_id,
+        timeout=5_000,
+    )
+    assert badge.get_attribute("class").split() == ["badge", "s-failed"]
+    page.locator("#job").scroll_into_view_if_needed()
+    screenshot(page, "19-failed-live")
+
+    # What the API returns for the job names no stage ("failed"); its timings show it got to the mood.
+    status, view = http_json(stack.base_url, "GET", f"/jobs/{job_id}")
+    assert status == 200 and view["status"] == "failed" and view["stage"] == "failed", view
+    assert {"converting", "rendering", "analyzing"} <= set(view["timings"]), view["timings"]
+
+    # reopened from the recent-jobs list on another page: the same, the stage read from the timings
+    other = new_page(stack=stack)
+    other.goto("/")
+    link = other.locator(f'#jobs-list a[data-job="{job_id}"]')
+    link.wait_for()
+    assert "failed" in link.get_attribute("aria-label")
+    link.click()
+    other.wait_for_url(f"**/?job={job_id}")
+    other.wait_for_function("() => document.getElementById('job-view').dataset.status === 'failed'")
+    assert_failed_view(other, "Failed while analysing mood")
+    stages = {
+        li.get_attribute("data-stage"): set((li.get_attribute("class") or "").split())
+        for li in other.locator("#stages li").all()
+    }
+    assert {"queued", "converting", "rendering"} == {s for s, c in stages.items() if "past" in c}, stages
+    assert "failed" in stages["analyzing"] and "failed" not in stages["done"], stages
+    other.locator("#job").scroll_into_view_if_needed()
+    screenshot(other, "20-failed-reopened")
+
+
+def floored(seconds: float, scale: float | None = None) -> str:
+    """A time as the page must write it: floored like the audio player, never rounded up; tenths
+    of a second under a minute, m:ss from a minute (h:mm:ss from an hour)."""
+    if (seconds if scale is None else scale) >= 60:
+        hours, rest = divmod(math.floor(seconds + 1e-9), 3600)
+        minutes, secs = divmod(rest, 60)
+        return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+    return f"{math.floor(seconds * 10 + 1e-9) / 10:.1f} s"
+
+
+def rounded(seconds: float) -> str:
+    """The same time rounded to the nearest, as the page used to write it."""
+    if seconds >= 60:
+        minutes, secs = divmod(round(seconds), 60)
+        return f"{minutes}:{secs:02}"
+    return f"{seconds:.1f} s"
+
+
+def test_durations_are_floored_like_the_audio_player(
+    browser_page: Any, live_stack: Any, screenshot: Any
+) -> None:
+    page = browser_page
+    page.goto("/")
+    # (tempo, steps, step length in beats, C4 on these steps, the screenshot's name): FluidR3 renders
+    # the first in 10.68 s ("10.6 s", not "10.7 s") and the second in 70.87 s ("1:10", not "1:11").
+    pieces = [
+        (101, 32, 0.5, [1, 9, 17, 25, 32], "21-durations-short"),
+        (55, 64, 1.0, [1, 33, 64], "22-durations-long"),
+    ]
+    for tempo, steps, step_beats, on, name in pieces:
+        page.click("#clear")
+        page.select_option("#steps", str(steps))
+        page.select_option("#step-length", str(step_beats).removesuffix(".0"))
+        page.fill("#tempo", str(tempo))
+        page.locator("#tempo").dispatch_event("change")
+        for step in on:
+            cell(page, f"C4, step {step}").click()
+        # the grid's own length, as composed
+        beats = steps * step_beats
+        grid_seconds = beats * 60 / tempo
+        expected_count = f"{len(on)} notes · {beats:g} beats · {floored(grid_seconds)}"
+        assert page.locator("#note-count").text_content() == expected_count
+
+        before = page.url
+        page.click("#render")
+        page.wait_for_url(lambda url, before=before: "?job=" in url and url != before, timeout=15_000)
+        job_id = page.url.split("job=")[1]
+        wait_until_done(page)
+        assert_mood_shown(page, "#job-mood", timeline=True)
+        status, job = http_json(live_stack.base_url, "GET", f"/jobs/{job_id}")
+        assert status == 200, job
+        seconds = job["result"]["duration_seconds"]
+        mood = job["result"]["mood"]
+        total = mood["duration_seconds"]
+        shown = floored(seconds)
+        # the piece was chosen for this: rounding its length would give another text
+        assert rounded(seconds) != shown, f"{seconds} s no longer rounds up: choose another tempo"
+
+        # the player's own length, floored, is what the page says
+        player = page.evaluate("() => document.getElementById('job-audio').duration")
+        assert floored(player, seconds) == shown, (player, seconds)
+        # the result's summary
+        meta = page.locator("#job-meta").text_content()
+        assert meta.startswith(f"{shown} · WAV · "), meta
+        # the recent-jobs list (loaded again once the job is done)
+        page.wait_for_function(
+            """([id, text]) => { const link = document.querySelector(`#jobs-list a[data-job="${id}"]`);
+                                 return link && link.parentElement.textContent.includes(text); }""",
+            arg=[job_id, f"{shown} · "],
+            timeout=10_000,
+        )
+        # the mood: its length, the timeline's axis, and its last stretch (strip and list)
+        numbers = page.locator("#job-mood .mood-numbers").text_content()
+        assert f"· {floored(total)} analysed" in numbers, numbers
+        assert page.locator("#job-mood .timeline-axis span").last.text_content() == floored(total)
+        _, start, end, _ = mood_runs(mood["timeline"])[-1]
+        span = (
+            f"{floored(start, total)}–{floored(end, total)}"
+            if total >= 60
+            else f"{floored(start).removesuffix(' s')}–{floored(end)}"
+        )
+        last_title = page.locator("#job-mood .timeline-bar .seg").last.get_attribute("title")
+        assert last_title.startswith(f"{span}: "), (last_title, span)
+        assert page.locator("#job-mood .timeline-list li").last.text_content().startswith(f"{span}: ")
+        page.locator("#job").scroll_into_view_if_needed()
+        screenshot(page, name)
