@@ -6,9 +6,10 @@
 1. render: every clip goes through the project's own exporter (`Renderer`, libfluidsynth) to
    FLAC (or OGG) in the cache folder (outside the repository). `train` clips are rendered in
    several variants as augmentation — piano on FluidR3 at 44.1 kHz (the service's default
-   render), the same as OGG Vorbis, piano on TimGM6mb, and two other General MIDI instruments
-   picked at random (seeded) per clip on a random SoundFont; `val` clips as piano on FluidR3 at
-   44.1 kHz (what is scored) plus its OGG copy and one other-instrument variant (robustness figures).
+   render), the same as OGG Vorbis, piano on TimGM6mb, two other General MIDI instruments
+   picked at random (seeded) per clip on a random SoundFont, and a band playing the clip (lead,
+   bass, pad, drums: `arrange.py`); `val` clips as piano on FluidR3 at 44.1 kHz (what is scored)
+   plus its OGG copy, one other-instrument variant and a band (robustness figures).
 2. features: the same `features.py` code the actor runs, on the rendered audio (and the MIDI).
 3. fit: features are standardised and read within their 0.5th–99.5th percentile over `train`;
    candidate models are compared by song-grouped 5-fold cross-validation on `train`
@@ -44,6 +45,7 @@ import mido
 import numpy as np
 
 from tuneforge.actors.mood import features as F
+from tuneforge.actors.mood.arrange import Arrangement, arrange, draw_arrangement
 from tuneforge.actors.mood.model import AROUSAL_SIGN, VALENCE_SIGN, quadrant_indices
 from tuneforge.contracts.jobs import AudioFormat
 
@@ -82,9 +84,16 @@ class Variant:
     soundfont: str
     sample_rate_hz: int
     format: AudioFormat = "flac"  # the exporter's output; "ogg": a lossy copy, as jobs and uploads carry
+    arrangement: Arrangement | None = None  # a band playing the clip, instead of one instrument
 
     def path(self, cache: Path, clip: Clip) -> Path:
         return cache / "audio" / f"{clip.name}.{self.name}.{self.format}"
+
+    def midi(self, clip_midi: bytes) -> bytes:
+        """The MIDI this variant renders (and whose MIDI features it is read with)."""
+        if self.arrangement is not None:
+            return arrange(clip_midi, self.arrangement)
+        return with_program(clip_midi, self.program) if self.program else clip_midi
 
 
 def read_labels(emopia: Path) -> list[Clip]:
@@ -98,19 +107,23 @@ def read_labels(emopia: Path) -> list[Clip]:
 def variants_for(clip: Clip, seed: int = SEED) -> list[Variant]:
     """The renders of one clip: deterministic given the clip name and the seed."""
     rng = random.Random(f"{seed}:{clip.name}")
+    # The band is drawn from a generator of its own, so adding it left every other variant's draw as it was.
+    band_rng = random.Random(f"{seed}:{clip.name}:band")
+    band = Variant("band", 0, band_rng.choice(SOUNDFONTS), 22050, arrangement=draw_arrangement(band_rng))
     canonical = Variant("piano", 0, "fluidr3_gm", 44100)
     # The canonical render as OGG Vorbis: Vorbis fills spectral valleys (contrast falls by .4-.6 sd),
     # and a model that never heard it moved its reading of the same music by up to .4.
     vorbis = Variant("piano-ogg", 0, "fluidr3_gm", 44100, "ogg")
     if clip.split == "val":
         program = rng.choice(AUGMENT_PROGRAMS[:-1])
-        return [canonical, Variant(f"gm{program}", program, rng.choice(SOUNDFONTS), 22050), vorbis]
+        return [canonical, Variant(f"gm{program}", program, rng.choice(SOUNDFONTS), 22050), vorbis, band]
     programs = rng.sample(AUGMENT_PROGRAMS[:-1], 2)
     return [
         canonical,
         Variant("piano-timgm", 0, "timgm6mb", 22050),
         *(Variant(f"gm{p}", p, rng.choice(SOUNDFONTS), 22050) for p in programs),
         vorbis,
+        band,
     ]
 
 
@@ -174,14 +187,22 @@ def piece_midi(
     return out.getvalue()
 
 
+# The short pair played by a band: the lively one with bass and a backbeat, the quiet one with bass,
+# strings and a ride. Drums and a bass line say nothing of the mood by themselves: a model that heard
+# a backbeat as "tense", whatever the harmony, answered so for most band music it was given.
+BAND_CONTRAST = (Arrangement(0, 33, None, "backbeat"), Arrangement(0, 32, 48, "ride"))
+
+
 def contrast_pieces() -> list[tuple[bytes, bytes]]:
-    """(lively major, quiet minor) pairs: a short take of each, then a longer one."""
+    """(lively major, quiet minor) pairs: a short take of each, a longer one, the short by a band."""
     lively = [[60, 64, 67, 72], [65, 69, 72, 77], [67, 71, 74, 79], [60, 64, 67, 72]]
     quiet = [[45, 57, 60, 64], [41, 53, 57, 60], [40, 52, 55, 59], [45, 57, 60, 64]]
-    return [
+    short, long = (
         (piece_midi(168, 115, lively, 2, 0.25, bars), piece_midi(58, 38, quiet, 4, 2, quiet_bars))
         for bars, quiet_bars in ((6, 2), (42, 4))
-    ]
+    )
+    band = (arrange(short[0], BAND_CONTRAST[0]), arrange(short[1], BAND_CONTRAST[1]))
+    return [short, long, band]
 
 
 def contrast_features(cache: Path, soundfont_dir: Path) -> dict[str, np.ndarray]:
@@ -206,12 +227,13 @@ def orders_the_contrast(probabilities: np.ndarray) -> bool:
     """The checks `tests/test_mood.py` and `tests/test_mood_long.py` make of the shipped model.
 
     Short takes: the lively one more aroused by .2, and more positive. Minutes: by .3. At both
-    lengths the lively major piece reads *happy* (valence and arousal above zero) and the quiet
-    minor one *sad* (both below): a fast, loud C-major piece called tense is a wrong answer anyone
-    would notice, and grid music, far from EMOPIA's clips, is where a model extrapolates.
+    lengths, and played by a band, the lively major piece reads *happy* (valence and arousal above
+    zero) and the quiet minor one *sad* (both below): a fast, loud C-major piece called tense is a
+    wrong answer anyone would notice, and grid music, far from EMOPIA's clips, is where a model
+    extrapolates.
     """
     valence, arousal = probabilities @ VALENCE_SIGN, probabilities @ AROUSAL_SIGN
-    lively, quiet = np.array([0, 2]), np.array([1, 3])
+    lively, quiet = np.array([0, 2, 4]), np.array([1, 3, 5])
     quadrants = bool(
         (valence[lively] > 0).all()
         and (arousal[lively] > 0).all()
@@ -222,7 +244,9 @@ def orders_the_contrast(probabilities: np.ndarray) -> bool:
         quadrants
         and arousal[0] > arousal[1] + 0.2
         and arousal[2] > arousal[3] + 0.3
+        and arousal[4] > arousal[5] + 0.2
         and valence[0] > valence[1]
+        and valence[4] > valence[5]
     )
 
 
@@ -240,9 +264,7 @@ def render_all(clips: list[Clip], emopia: Path, cache: Path, soundfont_dir: Path
     )
     started = time.perf_counter()
     for i, (clip, variant) in enumerate(todo):
-        midi = (emopia / clip.file).read_bytes()
-        if variant.program:
-            midi = with_program(midi, variant.program)
+        midi = variant.midi((emopia / clip.file).read_bytes())
         out = variant.path(cache, clip)
         tmp = out.with_suffix(f".tmp.{variant.format}")
         renderer.render(
@@ -277,9 +299,11 @@ def feature_row(render: Path, midi_features: np.ndarray) -> FeatureRow:
 
 
 def clip_feature_rows(clip: Clip, variants: list[Variant], emopia: Path, cache: Path) -> list[FeatureRow]:
-    """The feature vectors of the given renders of one clip."""
-    midi_features = midi_vector((emopia / clip.file).read_bytes())
-    return [feature_row(variant.path(cache, clip), midi_features) for variant in variants]
+    """The feature vectors of the given renders of one clip, each with the MIDI it was rendered from."""
+    clip_midi = (emopia / clip.file).read_bytes()
+    return [
+        feature_row(variant.path(cache, clip), midi_vector(variant.midi(clip_midi))) for variant in variants
+    ]
 
 
 def _feature_table(rows: dict[tuple[str, str], FeatureRow], clips: list[Clip]) -> dict[str, np.ndarray]:
@@ -498,6 +522,7 @@ def fit_and_export(
     val = data["split"] == "val"
     canonical = data["variant"] == "piano"
     vorbis = data["variant"] == "piano-ogg"
+    band = data["variant"] == "band"
     feature_sets = {  # head: (features, their names, file, audio normalised in level and band)
         "audio": (data["audio"], list(F.AUDIO_FEATURE_NAMES), "model.onnx", True),
         "audio_midi": (
@@ -518,7 +543,8 @@ def fit_and_export(
             "val_clips": len(set(data["clip"][val])),
             "train_rows": int(train.sum()),
             "augmentation": "piano FluidR3 44.1 kHz as FLAC and as OGG Vorbis; piano TimGM6mb 22.05 kHz; "
-            f"2 random GM programs from {list(AUGMENT_PROGRAMS[:-1])} on a random SoundFont, 22.05 kHz",
+            f"2 random GM programs from {list(AUGMENT_PROGRAMS[:-1])} on a random SoundFont, 22.05 kHz; "
+            "a band (lead, bass, pad p=.5, drums p=.85; arrange.py) on a random SoundFont, 22.05 kHz",
             "z_range_percent": z_range_percent,
             "seed": seed,
             "command": COMMAND,
@@ -526,8 +552,8 @@ def fit_and_export(
         },
     }
     for head, (x_all, names, filename, normalised) in feature_sets.items():
-        # A feature that never varies over `train` (drum density: EMOPIA is solo piano) taught the
-        # model nothing; read at inference it would only push the model where it has never been.
+        # A feature that never varies over `train` taught the model nothing; read at inference it
+        # would only push the model where it has never been (drum density, before the band variant).
         varying = x_all[train].std(axis=0) > 1e-8
         dropped = [n for n, keep in zip(names, varying, strict=True) if not keep]
         if dropped:
@@ -587,7 +613,8 @@ def fit_and_export(
         subsets = (
             ("piano_fluidr3", val & canonical),
             ("piano_fluidr3_ogg", val & vorbis),
-            ("other_instrument", val & ~canonical & ~vorbis),
+            ("other_instrument", val & ~canonical & ~vorbis & ~band),
+            ("band", val & band),
         )
         for subset, rows in subsets:
             p = session.run(["probabilities"], {"features": x[rows]})[0]
