@@ -624,14 +624,12 @@ def synthetic_mood(windows: int, seed: int = 7) -> dict[str, Any]:
     }
 
 
-def strip_pixels(page: Any, container: str) -> dict[str, Any]:
-    """The mood-over-time strip as drawn: its box, the colour of each mood's parts, and one row of
-    pixels through its middle (RGB triples, left to right), decoded in the page from a screenshot."""
-    bar = page.locator(f"{container} .timeline-bar")
-    bar.scroll_into_view_if_needed()
-    box = bar.bounding_box()
-    png = bar.screenshot()
-    row = page.evaluate(
+def middle_pixel_row(page: Any, locator: Any) -> list[list[int]]:
+    """One row of pixels through the middle of an element as drawn (RGB triples, left to right),
+    decoded in the page from a screenshot of it."""
+    locator.scroll_into_view_if_needed()
+    png = locator.screenshot()
+    return page.evaluate(
         """async (b64) => {
           const img = new Image();
           img.src = 'data:image/png;base64,' + b64;
@@ -647,6 +645,14 @@ def strip_pixels(page: Any, container: str) -> dict[str, Any]:
         }""",
         base64.b64encode(png).decode(),
     )
+
+
+def strip_pixels(page: Any, container: str) -> dict[str, Any]:
+    """The mood-over-time strip as drawn: its box, the colour of each mood's parts, and one row of
+    pixels through its middle (RGB triples, left to right), decoded in the page from a screenshot."""
+    bar = page.locator(f"{container} .timeline-bar")
+    row = middle_pixel_row(page, bar)
+    box = bar.bounding_box()
     colours = page.evaluate(
         """(container) => {
           const rgb = (text) => (text.match(/\\d+/g) || []).slice(0, 3).map(Number);
@@ -912,29 +918,6 @@ def test_silence_has_no_tempo_or_key(browser_page: Any, screenshot: Any, tmp_pat
 
 
 # --- a failed job; durations as the player shows them ------------------------------------------
-
-
-def middle_pixel_row(page: Any, locator: Any) -> list[list[int]]:
-    """One row of pixels through the middle of an element as drawn (RGB triples, left to right),
-    decoded in the page from a screenshot of it."""
-    locator.scroll_into_view_if_needed()
-    png = locator.screenshot()
-    return page.evaluate(
-        """async (b64) => {
-          const img = new Image();
-          img.src = 'data:image/png;base64,' + b64;
-          await img.decode();
-          const canvas = document.createElement('canvas');
-          canvas.width = img.width; canvas.height = img.height;
-          const ctx = canvas.getContext('2d');
-          ctx.drawImage(img, 0, 0);
-          const data = ctx.getImageData(0, Math.floor(img.height / 2), img.width, 1).data;
-          const row = [];
-          for (let i = 0; i < data.length; i += 4) row.push([data[i], data[i + 1], data[i + 2]]);
-          return row;
-        }""",
-        base64.b64encode(png).decode(),
-    )
 
 
 def assert_failed_view(page: Any, words: str) -> None:
