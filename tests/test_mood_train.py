@@ -152,3 +152,35 @@ def test_cached_feature_rows_come_back_in_clip_and_variant_order_whatever_their_
     assert list(zip(table["clip"], table["variant"], strict=True)) == expected
     assert table["audio"][:, 0].tolist() == [keys.index(k) for k in expected]
     assert int(table["n_rows"]) == len(expected) and table["split"].tolist()[-1] == "train"
+
+
+def test_every_variant_is_rendered_once_over_several_processes(soundfont_dir: Path, tmp_path: Path) -> None:
+    """The render stage spreads batches over processes; each file is rendered whole, once: a
+    re-run renders nothing, and no temporary file is left behind."""
+    import soundfile
+
+    from tuneforge.actors.mood import train
+    from tuneforge.actors.mood.train import Clip, piece_midi, render_all, variants_for
+
+    emopia, cache = tmp_path / "emopia", tmp_path / "cache"
+    (emopia / "midi").mkdir(parents=True)
+    clips = [
+        Clip(f"midi/Q1_song{i}_0.mid", "Q1", split, f"song{i}", 2.0)
+        for i, split in enumerate(["train", "val"])
+    ]
+    for clip in clips:
+        (emopia / clip.file).write_bytes(piece_midi(120, 80, [[60, 64, 67, 72]], 2, 0.5, 2))  # 2 s
+    expected = [v.path(cache, c) for c in clips for v in variants_for(c)]
+    assert len(expected) == 10
+    original_batch = train.RENDER_BATCH
+    train.RENDER_BATCH = 3  # several batches for two processes
+    try:
+        render_all(clips, emopia, cache, soundfont_dir, jobs=2)
+        first = {path: path.stat().st_mtime_ns for path in expected}
+        for path in expected:
+            assert soundfile.info(path).duration >= 2.0, path  # whole: the music and its release
+        render_all(clips, emopia, cache, soundfont_dir, jobs=2)
+    finally:
+        train.RENDER_BATCH = original_batch
+    assert {path: path.stat().st_mtime_ns for path in expected} == first
+    assert sorted((cache / "audio").iterdir()) == sorted(expected)

@@ -4,9 +4,9 @@
                                           [--cache data/mood-train]
 
 1. render: every clip goes through the project's own exporter (`Renderer`, libfluidsynth) to
-   FLAC (or OGG) in the cache folder (outside the repository). `train` clips are rendered in
-   several variants as augmentation — piano on FluidR3 at 44.1 kHz (the service's default
-   render), the same as OGG Vorbis, piano on TimGM6mb, two other General MIDI instruments
+   FLAC (or OGG) in the cache folder (outside the repository), over `--jobs` processes. `train`
+   clips are rendered in several variants as augmentation — piano on FluidR3 at 44.1 kHz (the
+   service's default render), the same as OGG Vorbis, piano on TimGM6mb, two other General MIDI instruments
    picked at random (seeded) per clip on a random SoundFont, and a band playing the clip (lead,
    bass, pad, drums: `arrange.py`); `val` clips as piano on FluidR3 at 44.1 kHz (what is scored)
    plus its OGG copy, one other-instrument variant and a band (robustness figures).
@@ -250,30 +250,52 @@ def orders_the_contrast(probabilities: np.ndarray) -> bool:
     )
 
 
-def render_all(clips: list[Clip], emopia: Path, cache: Path, soundfont_dir: Path) -> None:
+RENDER_BATCH = 50  # renders per task: one SoundFont load per batch, progress every batch
+
+
+def render_batch(batch: list[tuple[Clip, Variant]], emopia: Path, cache: Path, soundfont_dir: Path) -> int:
+    """Render one batch of (clip, variant) files with a synthesizer of this process's own."""
     from tuneforge.actors.exporter.render import Renderer
 
     renderer = Renderer(soundfont_dir)
-    audio_dir = cache / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for clip, variant in batch:
+            midi = variant.midi((emopia / clip.file).read_bytes())
+            out = variant.path(cache, clip)
+            # Written under a name of this process's own, then renamed: a stopped run leaves no
+            # half-written render under the name the cache checks.
+            tmp = out.with_suffix(f".tmp{os.getpid()}.{variant.format}")
+            renderer.render(
+                midi, tmp, variant.format, variant.sample_rate_hz, variant.soundfont, clip.seconds + 5
+            )
+            tmp.rename(out)
+    finally:
+        renderer.close()
+    return len(batch)
+
+
+def render_all(clips: list[Clip], emopia: Path, cache: Path, soundfont_dir: Path, jobs: int = 1) -> None:
+    """Render every (clip, variant) not in the cache yet, in batches over `jobs` processes."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    (cache / "audio").mkdir(parents=True, exist_ok=True)
     todo = [(c, v) for c in clips for v in variants_for(c) if not v.path(cache, c).exists()]
     log.info(
         "render: %d clips × variants to render (%d cached)",
         len(todo),
         sum(len(variants_for(c)) for c in clips) - len(todo),
     )
+    if not todo:
+        return
     started = time.perf_counter()
-    for i, (clip, variant) in enumerate(todo):
-        midi = variant.midi((emopia / clip.file).read_bytes())
-        out = variant.path(cache, clip)
-        tmp = out.with_suffix(f".tmp.{variant.format}")
-        renderer.render(
-            midi, tmp, variant.format, variant.sample_rate_hz, variant.soundfont, clip.seconds + 5
-        )
-        tmp.rename(out)
-        if (i + 1) % 100 == 0:
-            log.info("render: %d/%d (%.0f s)", i + 1, len(todo), time.perf_counter() - started)
-    renderer.close()
+    batches = [todo[i : i + RENDER_BATCH] for i in range(0, len(todo), RENDER_BATCH)]
+    done = 0
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for future in as_completed(
+            pool.submit(render_batch, b, emopia, cache, soundfont_dir) for b in batches
+        ):
+            done += future.result()
+            log.info("render: %d/%d (%.0f s)", done, len(todo), time.perf_counter() - started)
 
 
 def feature_path(cache: Path) -> Path:
@@ -721,14 +743,17 @@ def main(argv: list[str] | None = None) -> int:
         help="read each feature within this percentile and its complement over train (default: 0.5)",
     )
     parser.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, help="feature processes (default: one per core)"
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="render and feature processes (default: one per core)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     clips = read_labels(args.emopia)
     args.cache.mkdir(parents=True, exist_ok=True)
     if args.stage in ("all", "render"):
-        render_all(clips, args.emopia, args.cache, args.soundfont_dir)
+        render_all(clips, args.emopia, args.cache, args.soundfont_dir, args.jobs)
     if args.stage in ("all", "features", "fit"):
         data = extract_all(clips, args.emopia, args.cache, args.jobs)
         log.info(
