@@ -107,12 +107,10 @@ def test_a_band_keeps_every_note_and_follows_the_beat_and_dynamics() -> None:
 
 
 def test_a_band_without_pad_or_drums_has_neither() -> None:
-    band = notes_by_channel(arrange(piano_part(90, 0.0), Arrangement(25, 32, None, None)))
-    assert sorted(band) == [LEAD_CHANNEL, BASS_CHANNEL]
+    arranged = arrange(piano_part(90, 0.0), Arrangement(25, 32, None, None))
+    assert sorted(notes_by_channel(arranged)) == [LEAD_CHANNEL, BASS_CHANNEL]
     programs = {
-        m.channel: m.program
-        for m in mido.MidiFile(file=io.BytesIO(arrange(piano_part(90, 0.0), Arrangement(25, 32, None, None))))
-        if m.type == "program_change"
+        m.channel: m.program for m in mido.MidiFile(file=io.BytesIO(arranged)) if m.type == "program_change"
     }
     assert programs == {LEAD_CHANNEL: 25, BASS_CHANNEL: 32}
 

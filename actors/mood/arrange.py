@@ -77,13 +77,6 @@ class Arrangement:
     pad_program: int | None
     drum_pattern: str | None
 
-    @property
-    def name(self) -> str:
-        parts = [f"lead{self.lead_program}", f"bass{self.bass_program}"]
-        parts += [f"pad{self.pad_program}"] if self.pad_program is not None else []
-        parts += [self.drum_pattern] if self.drum_pattern else []
-        return "-".join(parts)
-
 
 def draw_arrangement(rng: random.Random) -> Arrangement:
     """A random band, as `rng` draws it (seeded per clip by the training script)."""
