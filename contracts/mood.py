@@ -41,7 +41,9 @@ class MoodFeatures(Struct, frozen=True):
 
     `loudness_db` is the mean RMS level in dBFS; `brightness_hz` the mean spectral centroid;
     `note_density_per_s` counts MIDI note-ons per second (null when no MIDI is known), while
-    `onset_rate_per_s` counts onsets detected in the audio.
+    `onset_rate_per_s` counts onsets detected in the audio. `tempo_bpm` is 0 where no pulse is
+    heard (silence, a held tone), and `key_confidence` 0 where no key is (silence: `key` then
+    reads "C" major and means nothing).
     """
 
     tempo_bpm: float

@@ -328,6 +328,27 @@ def test_silence_gets_a_result_with_no_confidence(model: MoodModel, tmp_path: Pa
         assert (reading.valence, reading.arousal) == pytest.approx((0.0, 0.0), abs=1e-3)
 
 
+def test_no_tempo_or_key_is_reported_where_none_is_heard(
+    renderer: Renderer, model: MoodModel, tmp_path: Path
+) -> None:
+    """The noise floor of a 16-bit file (±1 LSB, some -100 dBFS) once read as 199 bpm in F minor, and a
+    held tone as 323 bpm: what a listener hears in neither."""
+    rng = np.random.default_rng(7)
+    dither = rng.integers(-1, 2, 44100 * 8).astype(np.float32) / 32768
+    soundfile.write(tmp_path / "dither.wav", dither, 44100, subtype="PCM_16")
+    quiet = analyze(tmp_path / "dither.wav", None, model)
+    assert quiet.confidence == 0.0
+    for reading in (quiet, *quiet.timeline):
+        assert (reading.features.tempo_bpm, reading.features.key_confidence) == (0.0, 0.0)
+    held = 0.3 * np.sin(2 * np.pi * 440 * np.arange(44100 * 8) / 44100)
+    soundfile.write(tmp_path / "held.wav", held.astype(np.float32), 44100)
+    tone_mood = analyze(tmp_path / "held.wav", None, model)
+    assert tone_mood.features.tempo_bpm == 0.0
+    assert (tone_mood.features.key, tone_mood.features.key_confidence > 0) == ("A", True)  # heard: A
+    music = analyze(render(renderer, HAPPY, tmp_path / "happy.wav"), None, model)  # music keeps both
+    assert music.features.tempo_bpm > 0 and music.features.key_confidence > 0
+
+
 def test_corrupt_and_non_audio_inputs_are_refused_clearly(model: MoodModel, tmp_path: Path) -> None:
     text = tmp_path / "notes.wav"
     text.write_text("these are not the samples you are looking for\n" * 20)

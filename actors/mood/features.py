@@ -540,9 +540,15 @@ def span_features(frames: np.ndarray, gain_db: float = 0.0) -> SpanSummary:
         ]
     ).astype(np.float32)
     assert len(vector) == len(AUDIO_FEATURE_NAMES)
+    # What is reported, not what the model reads (that stays as it was trained): a span with no
+    # audible frame has neither tempo nor key (the noise floor of a 16-bit file read as 199 bpm in
+    # F minor), and one whose onset envelope never repeats (a held tone) has no tempo.
+    heard = audible > 0
+    if not heard:
+        tonic, mode, key_clarity = 0, "major", 0.0
     return SpanSummary(
         vector=np.nan_to_num(vector),
-        tempo_bpm=tempo,
+        tempo_bpm=tempo if heard and clarity > 0 else 0.0,
         key=PITCH_CLASSES[tonic],
         mode=mode,
         key_confidence=max(0.0, key_clarity),

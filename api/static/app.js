@@ -1007,7 +1007,7 @@
   const TIMELINE_LIST_LIMIT = 40;
 
   const FEATURE_NAMES = {
-    tempo_bpm: ["Tempo", (v) => `${fmt(v, 0)} bpm`],
+    tempo_bpm: ["Tempo", (v) => (v > 0 ? `${fmt(v, 0)} bpm` : "no steady pulse")],
     key: ["Key", (v) => String(v)],
     mode: ["Mode", (v) => String(v)],
     loudness_db: ["Loudness", (v) => (v <= SILENCE_FLOOR_DB ? `silent (below −${-SILENCE_FLOOR_DB} dB)` : `${minus(v)} dB`)],
@@ -1034,7 +1034,9 @@
     if (!features || typeof features !== "object") return items;
     const f = features;
     // Key and mode read best together.
-    if (noSound && (f.key !== undefined || f.mode !== undefined)) items.push(["Key", NO_VALUE]);
+    // No sound, or a key confidence of 0 (the API's "no key heard"): no key to show.
+    const noKey = noSound || f.key_confidence === 0;
+    if (noKey && (f.key !== undefined || f.mode !== undefined)) items.push(["Key", NO_VALUE]);
     else if (f.key !== undefined && f.key !== null) {
       items.push(["Key", f.mode ? `${f.key} ${f.mode}` : String(f.key)]);
     } else if (f.mode) items.push(["Mode", String(f.mode)]);

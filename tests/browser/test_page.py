@@ -916,6 +916,14 @@ def test_silence_has_no_tempo_or_key(browser_page: Any, screenshot: Any, tmp_pat
     assert shown["Tempo"] == "—" and shown["Key"] == "—", shown
     assert "dB" in shown["Loudness"] and "−120" not in shown["Loudness"], shown
 
+    # a held tone sounds, in A, with no pulse: its tempo is no number of bpm
+    held = b"".join(
+        struct.pack("<h", round(8000 * math.sin(2 * math.pi * 440 * i / 22050))) for i in range(22050 * 6)
+    )
+    mood, shown = upload("held.wav", held)
+    assert mood["features"]["tempo_bpm"] == 0 and mood["confidence"] > 0, mood
+    assert shown["Tempo"] == "no steady pulse" and shown["Key"].startswith("A "), shown
+
 
 # --- a failed job; durations as the player shows them ------------------------------------------
 
