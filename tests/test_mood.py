@@ -21,7 +21,7 @@ from tuneforge.actors.mood import features as F
 from tuneforge.actors.mood.analyze import AudioError, analyze, jit_cache_lock
 from tuneforge.actors.mood.arrange import arrange
 from tuneforge.actors.mood.model import MODEL_DIR, MoodModel, load_model
-from tuneforge.actors.mood.train import BAND_CONTRAST, piece_midi
+from tuneforge.actors.mood.train import BAND_CONTRAST, piece_midi, with_program
 from tuneforge.contracts.mood import MOOD_LABELS, Mood
 
 HAPPY = piece_midi(
@@ -273,6 +273,21 @@ def test_a_rest_in_the_music_has_no_mood_and_each_window_reports_itself(
     assert by_start[0.0].features.loudness_db - by_start[25.0].features.loudness_db == pytest.approx(
         20, abs=2
     )
+
+
+def test_each_window_counts_the_onsets_heard_in_it(
+    renderer: Renderer, model: MoodModel, tmp_path: Path
+) -> None:
+    """Held organ chords, one struck every 8 s: a window of sustain alone once counted the ripples of
+    its sustain as 7-10 onsets a second. The lively piece's arpeggios keep their many."""
+    chords = [[48, 55, 64], [45, 52, 60], [41, 48, 57], [43, 50, 59]]
+    held = with_program(piece_midi(60, 80, chords, 8, 8, 1), 19)
+    mood = analyze(render(renderer, held, tmp_path / "held.wav"), held, model)
+    rates = [w.features.onset_rate_per_s for w in mood.timeline]
+    assert len(rates) >= 6 and max(rates) <= 0.6, rates
+    lively = analyze(render(renderer, HAPPY, tmp_path / "lively.wav"), HAPPY, model)
+    rates = [w.features.onset_rate_per_s for w in lively.timeline if w.end_seconds <= 15]
+    assert len(rates) >= 3 and min(rates) > 3, rates
 
 
 def test_a_dc_offset_or_a_channel_in_opposite_polarity_does_not_change_the_mood(

@@ -65,7 +65,13 @@ def _coordinates(prediction: Prediction) -> tuple[float, float]:
     return valence, arousal
 
 
-def _features(audio: F.SpanSummary, midi: F.MidiSummary | None, notes: F.MidiNotes | None) -> MoodFeatures:
+def _features(
+    audio: F.SpanSummary,
+    midi: F.MidiSummary | None,
+    notes: F.MidiNotes | None,
+    onset_rate_per_s: float | None = None,
+) -> MoodFeatures:
+    """The features reported for a span; `onset_rate_per_s` replaces the span's own count."""
     midi_tempo = notes.tempo_bpm if notes is not None else None
     use_midi_key = midi is not None and midi.key_confidence > 0
     return MoodFeatures(
@@ -78,7 +84,7 @@ def _features(audio: F.SpanSummary, midi: F.MidiSummary | None, notes: F.MidiNot
         loudness_db=_num(max(audio.loudness_db, -120.0), 2),
         dynamic_range_db=_num(audio.dynamic_range_db, 2),
         brightness_hz=_num(audio.brightness_hz, 1),
-        onset_rate_per_s=_num(audio.onset_rate_per_s, 3),
+        onset_rate_per_s=_num(audio.onset_rate_per_s if onset_rate_per_s is None else onset_rate_per_s, 3),
         note_density_per_s=_num(midi.note_density_per_s, 3) if midi is not None else None,
         tempo_source="midi" if midi_tempo else "audio",
     )
@@ -176,6 +182,16 @@ def analyze(
         for w, prediction in zip(windows, predictions[1:], strict=True)
     ]
 
+    # A window reports the onsets found over the whole piece that fall in it. Detection scales its
+    # envelope to the span it is given, and a window of held chords alone had the ripples of its
+    # sustain counted as 7-10 onsets a second (the model still reads each span as it was trained).
+    onset_s = (
+        F.onset_frames(frames[:, F.F_ONSET]) / F.FRAME_RATE if whole.sounding_fraction > 0 else np.zeros(0)
+    )
+
+    def onset_rate(w: Window) -> float:
+        return float(np.count_nonzero((onset_s >= w.start) & (onset_s < w.end)) / max(w.end - w.start, 1e-3))
+
     timeline = []
     for w, prediction in zip(windows, window_predictions, strict=True):
         valence, arousal = _coordinates(prediction)
@@ -189,7 +205,7 @@ def analyze(
                 arousal=arousal,
                 confidence=_confidence(prediction, w.judged_seconds, w.own.audible_fraction),
                 probabilities=_probabilities(prediction),
-                features=_features(w.own, w.own_midi, notes),
+                features=_features(w.own, w.own_midi, notes, onset_rate(w)),
             )
         )
     overall_valence, overall_arousal = _coordinates(overall)

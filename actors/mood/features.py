@@ -381,13 +381,17 @@ def _tempo(envelope: np.ndarray, rate: float) -> tuple[float, float]:
     return float(bpm[best]), float(max(0.0, ac[lags].max()))
 
 
-def _onset_count(envelope: np.ndarray) -> int:
+def onset_frames(envelope: np.ndarray) -> np.ndarray:
+    """The frames of the onsets in an onset envelope: peaks of the envelope scaled to [0, 1] over its
+    own span (so a span's onsets are relative to that span's loudest attack)."""
     if len(envelope) < 3 or not np.any(envelope > 0):
-        return 0
-    peaks = librosa.onset.onset_detect(
-        onset_envelope=envelope.astype(np.float64), sr=SR, hop_length=HOP, units="frames", normalize=True
+        return np.zeros(0, dtype=np.intp)
+    return np.asarray(
+        librosa.onset.onset_detect(
+            onset_envelope=envelope.astype(np.float64), sr=SR, hop_length=HOP, units="frames", normalize=True
+        ),
+        dtype=np.intp,
     )
-    return len(peaks)
 
 
 AUDIO_FEATURE_NAMES: tuple[str, ...] = (
@@ -473,7 +477,7 @@ def span_features(frames: np.ndarray, gain_db: float = 0.0) -> SpanSummary:
     mfcc = frames[active][:, F_MFCC]
     envelope = frames[:, F_ONSET].astype(np.float64)
     tempo, clarity = _tempo(envelope, FRAME_RATE)
-    onsets = _onset_count(envelope) if sounding > 0 else 0
+    onsets = len(onset_frames(envelope)) if sounding > 0 else 0
     onset_rate = onsets / seconds
 
     chroma = frames[active][:, F_CHROMA].astype(np.float64)
