@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -448,3 +449,37 @@ def test_replicas_take_turns_to_compile_librosa(tmp_path: Path, monkeypatch: pyt
         assert replica.poll() is None, "the warm-up finished without waiting for the lock"
     assert replica.wait(timeout=240) == 0
     assert compiled()
+
+
+def test_a_numba_cache_that_crashes_its_loader_is_rebuilt(tmp_path: Path) -> None:
+    """A numba cache whose files come from processes that compiled in different orders (numba #10128:
+    a replica killed mid-compile, or a compile outside the lock) segfaults every process loading it, at
+    its first onset detection: a mood worker would crash at every restart. The warm-up loads the cache
+    in a child process first and, if that dies, deletes the cache and compiles afresh."""
+
+    def run(code: str, folder: Path) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(folder)}
+        return subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+        )
+
+    exercise = "from tuneforge.actors.mood.analyze import exercise_features; exercise_features()"
+    peak_pick_first = (
+        "import numpy as np, librosa; librosa.util.peak_pick(np.linspace(0, 1, 500), pre_max=3, post_max=3,"
+        " pre_avg=3, post_avg=5, delta=0.07, wait=10); " + exercise
+    )
+    # Two caches of the same code, compiled in two orders; then the second with the first's files of
+    # the peak picker's kernel (its gufunc wrapper's files, `guf-…`, are the second's own).
+    for folder, code in ((tmp_path / "other-order", peak_pick_first), (tmp_path / "cache", exercise)):
+        assert run(code, folder).returncode == 0
+    for path in (tmp_path / "cache").rglob("utils.__peak_pick*"):
+        path.unlink()
+    for path in (tmp_path / "other-order").rglob("utils.__peak_pick*"):
+        shutil.copy(path, tmp_path / "cache" / path.parent.name / path.name)
+    if run(exercise, tmp_path / "cache").returncode >= 0:
+        pytest.skip("this numba loads a cache mixed from two compile orders (numba #10128 fixed)")
+
+    warm = run("from tuneforge.actors.mood.analyze import warm_up; warm_up()", tmp_path / "cache")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert "crashed a process loading it" in warm.stderr
+    assert run(exercise, tmp_path / "cache").returncode == 0  # the rebuilt cache loads

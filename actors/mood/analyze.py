@@ -11,8 +11,11 @@ mostly silence, and for features far outside the training data's (the model's `t
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +29,8 @@ from tuneforge.actors.mood import features as F
 from tuneforge.actors.mood.model import LABELS, MoodModel, Prediction, load_model
 from tuneforge.contracts.limits import MAX_AUDIO_SECONDS, sample_rate_problem
 from tuneforge.contracts.mood import Mood, MoodFeatures, MoodWindow
+
+log = logging.getLogger("tuneforge.mood")
 
 WINDOW_SECONDS = 5.0
 CONTEXT_SECONDS = 5.0
@@ -116,6 +121,7 @@ def analyze(
 ) -> Mood:
     """The mood of an audio file; `AudioError` if it is not decodable audio, `ValueError` for bad MIDI."""
     started = time.perf_counter()
+    compile_features()  # under the lock, once per process: no analysis compiles numba code outside it
     model = model or load_model()
     notes = F.read_midi_notes(midi) if midi is not None else None
 
@@ -252,16 +258,73 @@ def warm_up(model: MoodModel | None = None) -> None:
     (model or load_model()).predict(compile_features())
 
 
-def compile_features() -> np.ndarray:
-    """Run the feature code once, compiling librosa's numba code; the features of a test tone.
+_compiled: np.ndarray | None = None  # this process's compile_features() result, once it has run
 
-    This compiles every numba function `analyze` calls (checked: analysing WAV, FLAC, MIDI-backed
+
+def compile_features() -> np.ndarray:
+    """Compile (or load from numba's disk cache) every numba function `analyze` calls, under
+    `jit_cache_lock`, after making sure the disk cache does not crash whoever loads it; the
+    features of a test tone. Once per process: `analyze` calls it too, so no analysis compiles
+    outside the lock.
+    """
+    global _compiled
+    if _compiled is None:
+        with jit_cache_lock():
+            _discard_a_cache_that_crashes()
+            _compiled = exercise_features()
+    return _compiled
+
+
+def exercise_features() -> np.ndarray:
+    """Run the feature code once on a test tone; the features of it.
+
+    This calls every numba function `analyze` calls (checked: analysing WAV, FLAC, MIDI-backed
     and 8 kHz audio afterwards adds nothing to the cache), so only this step writes the cache.
     """
     rng = np.random.default_rng(0)
     y = (
         0.1 * np.sin(2 * np.pi * 440 * np.arange(F.SR * 2) / F.SR) + 0.01 * rng.standard_normal(F.SR * 2)
     ).astype(np.float32)
-    with jit_cache_lock():
-        F.signal_frames(y, normalise=False)  # the renders' full-band path
-        return F.span_features(F.signal_frames(y).frames).vector
+    F.signal_frames(y, normalise=False)  # the renders' full-band path
+    return F.span_features(F.signal_frames(y).frames).vector
+
+
+# The probe: another process loads (or compiles) the cache through the same code first.
+_PROBE = "from tuneforge.actors.mood.analyze import exercise_features; exercise_features()"
+PROBE_TIMEOUT_S = 600.0
+
+
+def _discard_a_cache_that_crashes() -> None:
+    """Load the numba cache in a child process first; if that dies of a signal, delete the cache.
+
+    A cache whose files come from processes that compiled in different orders (numba #10128: a
+    replica killed mid-compile, or an analysis that compiled outside the lock) crashes every process
+    that loads it, at its first onset detection: a mood worker would segfault at every restart and
+    its jobs would wait forever. Called under `jit_cache_lock`; costs a process start (~3 s).
+    """
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", _PROBE], capture_output=True, timeout=PROBE_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        log.warning("numba cache probe: no answer in %.0f s; compiling in this process", PROBE_TIMEOUT_S)
+        return
+    if probe.returncode >= 0:
+        return  # loaded (or failed in Python: the same code in this process will raise it clearly)
+    folder = os.environ.get("NUMBA_CACHE_DIR")
+    if not folder:
+        log.error(
+            "numba's cache crashes the process that loads it (signal %d); set NUMBA_CACHE_DIR to a folder "
+            "of its own",
+            -probe.returncode,
+        )
+        return
+    stale = [p for p in Path(folder).rglob("*") if p.suffix in (".nbi", ".nbc")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    log.warning(
+        "numba cache in %s crashed a process loading it (signal %d): deleted its %d files; compiling afresh",
+        folder,
+        -probe.returncode,
+        len(stale),
+    )
