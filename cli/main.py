@@ -56,13 +56,27 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
 
 
+# `up` asks /healthz every 2 s until the stack is ready, at this address: the API leaves those
+# requests out of its access log (a first start answers 503 for 20 s and more while the mood actor
+# compiles librosa's code, which filled the console with lines about the console's own questions).
+STARTUP_POLL_PATH = "/healthz?poll=startup"
+
+
+class _WithoutStartupPolls(logging.Filter):
+    """Drops uvicorn's access-log records of `up`'s own readiness polls (args[2]: path and query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(args, tuple) and len(args) > 2 and args[2] == STARTUP_POLL_PATH)
+
+
 def _healthy(host: str, port: int) -> bool:
     import urllib.error
     import urllib.request
 
     address = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     try:
-        with urllib.request.urlopen(f"http://{address}:{port}/healthz", timeout=1.0) as response:
+        with urllib.request.urlopen(f"http://{address}:{port}{STARTUP_POLL_PATH}", timeout=1.0) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -153,6 +167,7 @@ def run_api(settings: Settings, host: str, port: int, checks: bool = True, log_l
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level.lower(), timeout_graceful_shutdown=5
     )
+    logging.getLogger("uvicorn.access").addFilter(_WithoutStartupPolls())  # after Config set logging up
     Server(config).run()
     return 0
 

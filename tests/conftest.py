@@ -104,10 +104,10 @@ class Stack:
         return httpx.Client(base_url=self.base_url, timeout=timeout)
 
 
-def is_ready(base_url: str) -> bool:
+def is_ready(base_url: str, query: str = "") -> bool:
     """Every component healthy (the mood actor only once it can run)."""
     try:
-        checks = httpx.get(f"{base_url}/healthz", timeout=2).json()["checks"]
+        checks = httpx.get(f"{base_url}/healthz{query}", timeout=2).json()["checks"]
     except (httpx.HTTPError, KeyError, ValueError):
         return False
     return all(checks[s]["ok"] for s in checks if s != "tuneforge-mood" or MOOD_ACTOR_BUILT)

@@ -102,7 +102,7 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if is_ready(f"http://127.0.0.1:{port}"):
+            if is_ready(f"http://127.0.0.1:{port}", query="?from=test"):
                 break
             time.sleep(0.5)
         else:
@@ -115,6 +115,9 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
         assert up.stdout is not None
         said = up.stdout.read().decode()
         assert said.index("TuneForge is running on") < said.index("TuneForge is ready: every service answers")
+        # The access log shows this test's own health checks, not `up`'s polls while it waited.
+        assert '"GET /healthz?from=test HTTP/1.1" 200' in said
+        assert "GET /healthz HTTP" not in said and "poll=startup" not in said
         for pid in children:
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
         assert (tmp_path / "tuneforge.db").is_file() and (tmp_path / "nats" / "jetstream").is_dir()
