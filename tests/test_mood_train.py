@@ -83,6 +83,27 @@ def test_a_head_reads_only_the_features_it_names_in_its_own_order(tmp_path: Path
         MoodModel(tmp_path)
 
 
+def test_a_head_evens_its_probabilities_by_the_quadrant_shares_it_was_trained_on(tmp_path: Path) -> None:
+    """A head trained where calm was common reads calm's probability divided by that share (and every
+    other quadrant's by its own), renormalised: the four moods as if equally common."""
+    from tuneforge.actors.mood.model import MoodModel
+
+    picked = ["mode_score", "loudness_db"]
+    columns, rows, classifier = exported_audio_head(tmp_path, picked, seed=4, n_rows=200)
+    spec = {"file": "model.onnx", "features": picked, "mean": [0.0] * 2, "scale": [1.0] * 2}
+    spec["decision"] = "marginals"
+    shares = np.array([0.2, 0.2, 0.2, 0.4])
+    for recorded in (None, shares.tolist()):
+        if recorded is not None:
+            spec["quadrant_shares"] = recorded
+        (tmp_path / "model.json").write_text(json.dumps({"version": "t", "models": {"audio": spec}}))
+        read = np.array([p.probabilities for p in MoodModel(tmp_path).predict(rows[:20])])
+        raw = classifier.predict_proba(rows[:20, columns])  # type: ignore[attr-defined]
+        expected = raw if recorded is None else (raw / shares) / (raw / shares).sum(axis=1, keepdims=True)
+        assert np.abs(read - expected).max() < 1e-5
+    assert np.all(read[:, 3] < raw[:, 3] + 1e-9) and read.sum(axis=1) == pytest.approx(1.0)
+
+
 def test_a_head_reads_each_feature_within_its_training_range_and_says_how_far_out_a_row_lies(
     tmp_path: Path,
 ) -> None:

@@ -15,7 +15,8 @@
    candidate models are compared by song-grouped 5-fold cross-validation on `train`
    (clips of one song never straddle folds; augmented variants stay with their clip); each is
    refitted on all of `train`, and the best on cross-validation among those that hear a lively
-   major contrast piece as happy and a quiet minor one as sad is scored once on `val`. Both the
+   major contrast piece as happy and a quiet minor one as sad is scored once on `val`. Every
+   probability is read evened by `train`'s quadrant shares, as the actor reads it. Both the
    audio-only model (uploaded audio) and the audio+MIDI model (audio rendered from MIDI) are
    exported to ONNX with skl2onnx; `model.json` records features, normalisation, labels,
    versions and the metrics.
@@ -46,7 +47,7 @@ import numpy as np
 
 from tuneforge.actors.mood import features as F
 from tuneforge.actors.mood.arrange import Arrangement, arrange, draw_arrangement
-from tuneforge.actors.mood.model import AROUSAL_SIGN, VALENCE_SIGN, quadrant_indices
+from tuneforge.actors.mood.model import AROUSAL_SIGN, VALENCE_SIGN, evened, quadrant_indices
 from tuneforge.contracts.jobs import AudioFormat
 
 log = logging.getLogger("tuneforge.mood.train")
@@ -469,9 +470,16 @@ def _fit(model: object, x: np.ndarray, y: np.ndarray) -> object:
 
 
 def cross_validate(
-    model: object, x: np.ndarray, y: np.ndarray, groups: np.ndarray, scored: np.ndarray, seed: int
+    model: object,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    scored: np.ndarray,
+    seed: int,
+    quadrant_shares: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
-    """Song-grouped, quadrant-stratified 5-fold CV; scored on the canonical render of held-out songs."""
+    """Song-grouped, quadrant-stratified 5-fold CV; scored on the canonical render of held-out songs,
+    the probabilities evened by `quadrant_shares` as the actor evens them."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     folds = StratifiedGroupKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
@@ -479,7 +487,8 @@ def cross_validate(
     for fit_rows, test_rows in folds.split(x, y, groups):
         fitted = _fit(model, x[fit_rows], y[fit_rows])
         test_rows = test_rows[scored[test_rows]]
-        for name, value in scores(fitted.predict_proba(x[test_rows]), y[test_rows]).items():  # type: ignore[attr-defined]
+        probabilities = evened(fitted.predict_proba(x[test_rows]), quadrant_shares)  # type: ignore[attr-defined]
+        for name, value in scores(probabilities, y[test_rows]).items():
             results.setdefault(name, []).append(value)
     return results
 
@@ -545,6 +554,9 @@ def fit_and_export(
     canonical = data["variant"] == "piano"
     vorbis = data["variant"] == "piano-ogg"
     band = data["variant"] == "band"
+    # Each quadrant's share of the train clips: every head's probabilities are evened by them (the
+    # actor does it too, `model.evened`), so they read as if the four moods were equally common.
+    shares = np.bincount(y[train & canonical], minlength=4) / np.count_nonzero(train & canonical)
     feature_sets = {  # head: (features, their names, file, audio normalised in level and band)
         "audio": (data["audio"], list(F.AUDIO_FEATURE_NAMES), "model.onnx", True),
         "audio_midi": (
@@ -597,9 +609,11 @@ def fit_and_export(
             if only and name not in only:
                 continue
             started = time.perf_counter()
-            cv = cross_validate(model, x[train], y[train], data["song"][train], canonical[train], seed)
+            cv = cross_validate(
+                model, x[train], y[train], data["song"][train], canonical[train], seed, shares
+            )
             fitted[name] = _fit(model, x[train], y[train])
-            passes = orders_the_contrast(fitted[name].predict_proba(contrast_x))  # type: ignore[attr-defined]
+            passes = orders_the_contrast(evened(fitted[name].predict_proba(contrast_x), shares))  # type: ignore[attr-defined]
             cv_table[name] = {
                 **{k: [round(float(np.mean(v)), 4), round(float(np.std(v)), 4)] for k, v in cv.items()},
                 "orders_the_contrast": passes,
@@ -639,7 +653,7 @@ def fit_and_export(
             ("band", val & band),
         )
         for subset, rows in subsets:
-            p = session.run(["probabilities"], {"features": x[rows]})[0]
+            p = evened(session.run(["probabilities"], {"features": x[rows]})[0], shares)
             metric = scores(p, y[rows])
             metric["quadrant"] = metric["quadrant_marginals"]
             predicted = quadrant_indices(p)
@@ -652,7 +666,8 @@ def fit_and_export(
         wav_rows, ogg_rows = np.flatnonzero(val & canonical), np.flatnonzero(val & vorbis)
         if len(ogg_rows) and np.array_equal(data["clip"][wav_rows], data["clip"][ogg_rows]):
             wav_p, ogg_p = (
-                session.run(["probabilities"], {"features": x[r]})[0] for r in (wav_rows, ogg_rows)
+                evened(session.run(["probabilities"], {"features": x[r]})[0], shares)
+                for r in (wav_rows, ogg_rows)
             )
             val_metrics["wav_ogg_same_quadrant"] = round(
                 float(np.mean(quadrant_indices(wav_p) == quadrant_indices(ogg_p))), 4
@@ -674,6 +689,7 @@ def fit_and_export(
             "mean": [round(float(v), 6) for v in scaler.mean_],
             "scale": [round(float(v), 6) for v in scale],
             "class_order": [int(c) for c in model.classes_],  # type: ignore[attr-defined]
+            "quadrant_shares": [round(float(v), 6) for v in shares],
             "probability_output": "probabilities",
             "onnx_bytes": path.stat().st_size,
             "onnx_vs_sklearn_max_abs_diff": max_diff,
@@ -712,6 +728,7 @@ def model_version(meta: dict, out: Path, seed: int) -> str:
                 "z_low",
                 "z_high",
                 "class_order",
+                "quadrant_shares",
                 "decision",
                 "normalised",
                 "typical_rms_z",
