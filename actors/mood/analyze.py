@@ -191,9 +191,7 @@ def analyze(
     # A window reports the onsets found over the whole piece that fall in it. Detection scales its
     # envelope to the span it is given, and a window of held chords alone had the ripples of its
     # sustain counted as 7-10 onsets a second (the model still reads each span as it was trained).
-    onset_s = (
-        F.onset_frames(frames[:, F.F_ONSET]) / F.FRAME_RATE if whole.sounding_fraction > 0 else np.zeros(0)
-    )
+    onset_s = whole.onset_frames / F.FRAME_RATE
 
     def onset_rate(w: Window) -> float:
         return float(np.count_nonzero((onset_s >= w.start) & (onset_s < w.end)) / max(w.end - w.start, 1e-3))

@@ -440,6 +440,7 @@ class SpanSummary:
     onset_rate_per_s: float
     sounding_fraction: float  # frames above SILENCE_DB
     audible_fraction: float  # frames above AUDIBLE_DB
+    onset_frames: np.ndarray  # the onsets counted in `onset_rate_per_s`, as frames of the span
 
 
 def span_features(frames: np.ndarray, gain_db: float = 0.0) -> SpanSummary:
@@ -477,8 +478,8 @@ def span_features(frames: np.ndarray, gain_db: float = 0.0) -> SpanSummary:
     mfcc = frames[active][:, F_MFCC]
     envelope = frames[:, F_ONSET].astype(np.float64)
     tempo, clarity = _tempo(envelope, FRAME_RATE)
-    onsets = len(onset_frames(envelope)) if sounding > 0 else 0
-    onset_rate = onsets / seconds
+    onsets = onset_frames(envelope) if sounding > 0 else np.zeros(0, dtype=np.intp)
+    onset_rate = len(onsets) / seconds
 
     chroma = frames[active][:, F_CHROMA].astype(np.float64)
     profile = chroma.sum(axis=0)
@@ -562,6 +563,7 @@ def span_features(frames: np.ndarray, gain_db: float = 0.0) -> SpanSummary:
         onset_rate_per_s=onset_rate,
         sounding_fraction=sounding,
         audible_fraction=audible,
+        onset_frames=onsets,
     )
 
 
