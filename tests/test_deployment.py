@@ -23,6 +23,8 @@ def test_compose_names_every_service_with_replicas() -> None:
         assert services[actor]["command"] == ["actor", actor]
         assert services[actor]["deploy"]["replicas"] >= 1
         assert services[actor]["environment"]["TUNEFORGE_NATS_URL"] == "nats://nats:4222"
+    # The mood actor's warm-up can delete a numba cache that crashes its loader only in a named folder.
+    assert services["mood"]["environment"]["NUMBA_CACHE_DIR"]
     assert services["api"]["command"][0] == "api"
     assert "/etc/nats/nats-server.conf" in services["nats"]["command"]
     mounted = [v.split(":")[0] for v in services["nats"]["volumes"]]
