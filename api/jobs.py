@@ -204,6 +204,10 @@ async def download(request: Request[Any, Any, Any], backend: Backend) -> Respons
         backend, result.audio, f"tuneforge.{result.format}", AUDIO_CONTENT_TYPES[result.format]
     )
     response.headers["X-TuneForge-Job"] = job.id
+    silent = sum(part.count for part in result.silent_notes)
+    if silent:
+        # Notes outside the SoundFont's keys for their instrument: GET /jobs/{id} says which.
+        response.headers["X-TuneForge-Silent-Notes"] = str(silent)
     return response
 
 

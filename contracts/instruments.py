@@ -205,3 +205,11 @@ def frequency_to_midi(frequency_hz: float) -> int:
             " 0 (8.18 Hz) to 127 (12544 Hz), so lie between 7.944 and 12911 Hz"
         )
     return number
+
+
+_PITCH_CLASS_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def pitch_name(number: int) -> str:
+    """Scientific name of a MIDI note number, sharps for black keys (60 = "C4", 0 = "C-1")."""
+    return f"{_PITCH_CLASS_NAMES[number % 12]}{number // 12 - 1}"

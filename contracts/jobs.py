@@ -51,6 +51,22 @@ class ErrorInfo(Struct, frozen=True):
 # --- request-reply bodies (NATS micro endpoints) ---------------------------------------------
 
 
+class SilentNotes(Struct, frozen=True):
+    """Notes of one instrument that the SoundFont has no sample for (outside the keys it covers,
+    e.g. FluidR3_GM's contrabass above A3): they are silent in the audio. `program` is the General
+    MIDI program (the kit's number for drums); pitches are MIDI note numbers."""
+
+    instrument: str
+    program: int
+    drums: bool
+    count: int
+    lowest_pitch: int
+    highest_pitch: int
+    playable_low_pitch: int | None  # the SoundFont's keys for this instrument; None: it has none
+    playable_high_pitch: int | None
+    message: str  # the same, in words
+
+
 class ConvertReply(Struct, frozen=True):
     """`tuneforge.convert` reply: the Standard MIDI File written to the blob store."""
 
@@ -78,6 +94,7 @@ class ExportReply(Struct, frozen=True):
     sample_rate_hz: int
     format: AudioFormat
     render_seconds: float
+    silent_notes: list[SilentNotes] = msgspec.field(default_factory=list)
 
 
 # --- durable jobs (JetStream work queue `tuneforge.jobs.<stage>`) ------------------------------
@@ -107,6 +124,7 @@ class MoodJob(Struct, frozen=True, tag="mood", tag_field="kind"):
     audio: BlobRef
     duration_seconds: float
     options: RenderOptions = RenderOptions()
+    silent_notes: list[SilentNotes] = msgspec.field(default_factory=list)  # passed on to the result
 
 
 Job = ConvertJob | ExportJob | MoodJob
@@ -121,6 +139,7 @@ class JobResult(Struct, frozen=True):
     sample_rate_hz: int
     format: AudioFormat
     mood: "_mood.Mood | None" = None
+    silent_notes: list[SilentNotes] = msgspec.field(default_factory=list)  # notes the audio lacks
 
 
 # --- progress events (`tuneforge.events.<job_id>`, persisted in a stream) --------------------

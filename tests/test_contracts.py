@@ -3,7 +3,7 @@
 import msgspec
 import pytest
 
-from tuneforge.contracts.instruments import frequency_to_midi, midi_number, program_number
+from tuneforge.contracts.instruments import frequency_to_midi, midi_number, pitch_name, program_number
 from tuneforge.contracts.jobs import RenderOptions, input_key
 from tuneforge.contracts.limits import MAX_NOTES
 from tuneforge.contracts.music import MusicError, Score, decode_music
@@ -131,3 +131,8 @@ def test_same_music_same_key_whatever_the_spelling() -> None:
     other = decode_music(score_json([{"pitch": 70, "start_beats": 0, "duration_beats": 1}]))
     assert key(other) != key(score)
     assert grid.duration_seconds == score.duration_seconds == 0.5
+
+
+def test_pitch_names_read_back_as_their_numbers() -> None:
+    assert [pitch_name(n) for n in (0, 57, 60, 61, 108, 127)] == ["C-1", "A3", "C4", "C#4", "C8", "G9"]
+    assert all(midi_number(pitch_name(n)) == n for n in range(128))

@@ -16,6 +16,7 @@ import soundfile
 
 from tests.audio import dominant_frequency_hz, sounding_seconds
 from tuneforge.actors.converter.convert import score_to_midi
+from tuneforge.actors.exporter.keyranges import SoundFontError, silent_notes, soundfont_presets
 from tuneforge.actors.exporter.render import Renderer, RenderError
 from tuneforge.contracts.midi import MidiError, inspect_midi, playable_midi, renderable_midi
 from tuneforge.contracts.music import MusicError, Note, Score, Track, decode_music
@@ -377,3 +378,73 @@ def test_an_overlong_track_name_is_refused() -> None:
     body = {"tracks": [{"name": "x" * 201, "notes": [{"pitch": 60, "start_beats": 0, "duration_beats": 1}]}]}
     with pytest.raises(MusicError, match="200"):
         decode_music(json.dumps(body).encode())
+
+
+# (program, the last key FluidR3_GM sounds for it): the exporter reads these from the SoundFont.
+FLUIDR3_TOP_KEYS = [(43, 57), (58, 72), (0, 108), (40, 101)]  # contrabass, tuba, piano, violin
+
+
+@pytest.mark.parametrize(("program", "top_key"), FLUIDR3_TOP_KEYS)
+def test_notes_the_soundfont_cannot_sound_are_the_ones_reported(
+    renderer: Renderer, tmp_path: Path, soundfont_dir: Path, program: int, top_key: int
+) -> None:
+    """Each key is rendered alone: the one the SoundFont's zones say is the last playable sounds, the one
+    above is silent, and the report names exactly the silent one."""
+    presets = soundfont_presets(soundfont_dir / "FluidR3_GM.sf2")
+    peaks = {}
+    for key in (top_key, top_key + 1):
+        score = Score(
+            tracks=[Track(notes=[Note(pitch=key, start_beats=0, duration_beats=1)], instrument=program)]
+        )
+        midi = score_to_midi(score)
+        renderer.render(midi, tmp_path / "k.wav", "wav", 44100, "fluidr3_gm", 0.5)
+        peaks[key] = float(np.abs(soundfile.read(tmp_path / "k.wav")[0]).max())
+        reported = silent_notes(mido.MidiFile(file=io.BytesIO(midi)), presets, "FluidR3_GM")
+        if key == top_key:
+            assert reported == []
+        else:
+            (part,) = reported
+            assert (part.program, part.drums, part.count, part.lowest_pitch, part.highest_pitch) == (
+                program,
+                False,
+                1,
+                key,
+                key,
+            )
+            assert part.playable_high_pitch == top_key
+            assert part.instrument in part.message and "no sound" in part.message
+    assert 20 * np.log10(peaks[top_key]) > -50  # heard
+    assert peaks[top_key + 1] < 10 ** (-80 / 20)  # dither-level at most: nothing to hear
+
+
+def test_silent_notes_follow_program_changes_banks_and_the_drum_channel(soundfont_dir: Path) -> None:
+    presets = soundfont_presets(soundfont_dir / "FluidR3_GM.sf2")
+    track = mido.MidiTrack()
+
+    def note(channel: int, key: int) -> None:
+        track.append(mido.Message("note_on", channel=channel, note=key, velocity=80))
+        track.append(mido.Message("note_off", channel=channel, note=key, time=120))
+
+    note(0, 70)  # piano (no program change yet): sounds
+    track.append(mido.Message("program_change", channel=0, program=43))  # contrabass
+    note(0, 70)  # silent
+    note(0, 50)  # sounds
+    track.append(mido.Message("control_change", channel=1, control=0, value=99))  # no such bank:
+    track.append(mido.Message("program_change", channel=1, program=58))  # falls back to bank 0 tuba
+    note(1, 80)  # silent
+    note(9, 20)  # below the drum kit's keys: silent
+    note(9, 36)  # bass drum: sounds
+    midi = mido.MidiFile()
+    midi.tracks.append(track)
+    reported = {(part.drums, part.program): part for part in silent_notes(midi, presets, "FluidR3_GM")}
+    assert sorted(reported) == [(False, 43), (False, 58), (True, 0)]
+    assert [(p.count, p.lowest_pitch) for p in reported.values()] == [(1, 70), (1, 80), (1, 20)]
+    assert reported[(True, 0)].instrument == "drums" and reported[(True, 0)].playable_low_pitch == 27
+    assert "A3" in reported[(False, 43)].message  # contrabass: up to A3 (MIDI 57)
+
+
+def test_a_file_that_is_not_a_soundfont_is_refused_with_words(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.sf2"
+    fake.write_bytes(b"RIFF\x04\x00\x00\x00WAVE")
+    with pytest.raises(SoundFontError, match="not a SoundFont"):
+        soundfont_presets(fake)

@@ -144,6 +144,9 @@ def test_job_with_mood_ends_analyzing_then_done(live_stack: Stack) -> None:
         **unique_score(seconds=7.0, pitch="E4", instrument="acoustic_grand_piano"),
         "options": {"analyze_mood": True},
     }
+    # A tuba note above the SoundFont's tuba: the report of it survives the mood stage.
+    tuba = {"instrument": "tuba", "notes": [{"pitch": "E5", "start_beats": 1, "duration_beats": 0.5}]}
+    score["tracks"] = [*score["tracks"], tuba]
     with live_stack.client(timeout=120) as client:
         job = client.post("/jobs", json=score).json()
         with client.stream("GET", job["links"]["events"]) as response:
@@ -157,6 +160,7 @@ def test_job_with_mood_ends_analyzing_then_done(live_stack: Stack) -> None:
         done = json.loads(events[-1]["data"])
         assert_mood(done["result"]["mood"])
         assert done["result"]["mood"]["duration_seconds"] > 7.0
+        assert [(p["instrument"], p["count"]) for p in done["result"]["silent_notes"]] == [("tuba", 1)]
         assert wait_done(client, job["id"])["status"] == "done"
         mood = client.get(f"/jobs/{job['id']}/mood")
         assert mood.status_code == 200, mood.text

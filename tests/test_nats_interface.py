@@ -50,6 +50,19 @@ async def test_convert_then_export_with_plain_json(nc: Client, live_stack: Stack
     assert "Nats-Service-Error" not in headers, headers
     assert exported["format"] == "flac" and exported["sample_rate_hz"] == 48000
     assert 1.0 <= exported["duration_seconds"] <= 4.0
+    assert exported["silent_notes"] == []  # A4 on a flute: in its keys
+
+    # A tuba has no C6 in FluidR3_GM: the reply says so, in the same request.
+    high = (await request_json(nc, "tuneforge.convert", '{"notes": [[1046.5]], "instrument": 58}'))[0]
+    tuba, headers = await request_json(nc, "tuneforge.export", json.dumps({"midi": high["midi"]}))
+    assert "Nats-Service-Error" not in headers, headers
+    (silent,) = tuba["silent_notes"]
+    assert (silent["instrument"], silent["count"], silent["lowest_pitch"], silent["playable_high_pitch"]) == (
+        "tuba",
+        1,
+        84,
+        72,
+    )
     audio = exported["audio"]
     assert audio["uri"].endswith(".flac") and audio["size_bytes"] > 0
     # The reference resolves in the stack's blob store, to the audio it describes.

@@ -85,6 +85,24 @@ def test_grid_becomes_a_wav_with_the_right_pitch_and_length(stack: Stack) -> Non
     assert len(mono) / rate <= 2.0 + 3.0
 
 
+def test_notes_the_soundfont_cannot_sound_are_reported_with_the_audio(stack: Stack) -> None:
+    # Contrabass on the page's grid: FluidR3_GM sounds it only up to A3, so the C4 is silent.
+    columns = [[130.81], [261.63], [130.81]] + [[]] * ((uuid.uuid4().int % 50) + 1)
+    with stack.client() as client:
+        response = client.post("/download", json={"notes": columns, "instrument": 43})
+        assert response.status_code == 200, response.text
+        assert response.headers["X-TuneForge-Silent-Notes"] == "1"
+        job = client.get(f"/jobs/{response.headers['X-TuneForge-Job']}").json()
+        (silent,) = job["result"]["silent_notes"]
+        assert silent["instrument"] == "contrabass" and silent["program"] == 43 and not silent["drums"]
+        assert (silent["count"], silent["lowest_pitch"], silent["playable_high_pitch"]) == (1, 60, 57)
+        assert silent["message"].startswith("1 note of contrabass (C4) makes no sound")
+        # Every note in range: no header, nothing reported.
+        fine = client.post("/download", json={"notes": columns[:1] + columns[3:], "instrument": 43})
+        assert fine.status_code == 200 and "X-TuneForge-Silent-Notes" not in fine.headers
+        assert client.get(f"/jobs/{fine.headers['X-TuneForge-Job']}").json()["result"]["silent_notes"] == []
+
+
 def test_score_becomes_a_wav_of_the_score_duration(stack: Stack) -> None:
     score = unique_score(seconds=3.0, tempo_bpm=90)
     with stack.client() as client:

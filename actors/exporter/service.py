@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from tuneforge.actors.exporter.keyranges import SoundFontError, silent_notes, soundfont_presets
 from tuneforge.actors.exporter.render import Renderer, RenderError
 from tuneforge.actors.runtime import (
     ActorSpec,
@@ -35,12 +37,15 @@ from tuneforge.contracts.jobs import (
     ExportRequest,
     JobResult,
     MoodJob,
+    SilentNotes,
     jobs_subject,
 )
 from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES
-from tuneforge.contracts.midi import MidiError, renderable_midi
+from tuneforge.contracts.midi import MidiError, parse_midi, renderable_midi
 from tuneforge.settings import Settings
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
+
+log = logging.getLogger("tuneforge.exporter")
 
 SPEC = ActorSpec(
     service="tuneforge-exporter",
@@ -74,6 +79,7 @@ class Exporter:
             raise UnreadableBlob(str(error)) from None
         except (MidiError, ValueError) as error:
             raise BadInput(str(error)) from None
+        silent = await asyncio.to_thread(self._silent_notes, midi, request.soundfont)
         async with scratch_file(self.work_dir, f".{request.format}") as out_path:
             async with self._slots:
                 try:
@@ -98,7 +104,22 @@ class Exporter:
             sample_rate_hz=request.sample_rate_hz,
             format=request.format,
             render_seconds=round(result.render_seconds, 4),
+            silent_notes=silent,
         )
+
+    def _silent_notes(self, midi: bytes, soundfont: str) -> list[SilentNotes]:
+        """The notes the SoundFont cannot sound; none reported if its presets cannot be read (the
+        render itself does not depend on this)."""
+        try:
+            path = self.renderer.soundfont_path(soundfont)
+        except RenderError:
+            return []  # not installed: the render says so
+        try:
+            presets = soundfont_presets(path)
+        except (OSError, SoundFontError) as error:
+            log.warning("cannot read the key ranges of %s: %s", path, error)
+            return []
+        return silent_notes(parse_midi(midi), presets, path.stem)
 
     async def handle_request(self, data: bytes) -> ExportReply:
         return await self.export(msgspec.json.decode(data, type=ExportRequest))
@@ -126,6 +147,7 @@ class Exporter:
                 audio=reply.audio,
                 duration_seconds=reply.duration_seconds,
                 options=options,
+                silent_notes=reply.silent_notes,
             )
             # From here the job waits for a mood replica: that is the analysis stage, not rendering
             # (announced before the hand-over, so it cannot arrive after the mood actor's own progress).
@@ -143,6 +165,7 @@ class Exporter:
                 duration_seconds=reply.duration_seconds,
                 sample_rate_hz=reply.sample_rate_hz,
                 format=reply.format,
+                silent_notes=reply.silent_notes,
             )
             await events.done(job.job_id, result)
         await msg.ack()

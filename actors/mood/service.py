@@ -114,6 +114,7 @@ class MoodAnalyzer:
             sample_rate_hz=job.options.sample_rate_hz,
             format=job.options.format,
             mood=mood,
+            silent_notes=job.silent_notes,
         )
         await events.done(job.job_id, result)
         await msg.ack()

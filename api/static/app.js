@@ -1614,6 +1614,11 @@
       if (parts.length) meta.push(parts.join(", "));
     }
     $("job-meta").textContent = meta.join(" · ");
+    // Notes the SoundFont has no sound for (outside an instrument's keys) are silent in the audio.
+    const silent = Array.isArray(result.silent_notes) ? result.silent_notes : [];
+    const warning = $("job-silent");
+    warning.replaceChildren(...silent.map((part) => el("li", {}, String(part.message))));
+    warning.hidden = silent.length === 0;
 
     let mood = result.mood;
     if (!mood) {

@@ -246,6 +246,7 @@ def test_compose_render_progress_audio_and_mood(browser_page: Any, screenshot: A
     midi = page.request.get(downloads["midi"])
     assert midi.ok and midi.body()[:4] == b"MThd"
     assert_mood_shown(page, "#job-mood", timeline=True)
+    assert not page.locator("#job-silent").is_visible()  # every note in the flute's keys
     page.locator("#job").scroll_into_view_if_needed()
     screenshot(page, "03-done-with-mood")
 
@@ -258,6 +259,29 @@ def test_compose_render_progress_audio_and_mood(browser_page: Any, screenshot: A
     # and it is listed among the recent jobs
     page.locator(f'#jobs-list a[data-job="{job_id}"]').wait_for()
     screenshot(page, "04-reopened-by-url")
+
+
+def test_notes_an_instrument_cannot_play_are_named_after_the_render(
+    browser_page: Any, screenshot: Any
+) -> None:
+    page = browser_page
+    page.goto("/")
+    page.fill("#tempo", str(random.randint(80, 150)))  # a fresh render, not a cached one
+    page.locator("#tempo").dispatch_event("change")
+    page.select_option("#instrument", "43")  # contrabass: FluidR3_GM sounds it up to A3 only
+    for label in ["C3, step 1", "C4, step 3", "E4, step 5", "A3, step 7"]:
+        cell(page, label).click()
+    page.click("#render")
+    wait_until_done(page)
+    warning = page.locator("#job-silent")
+    warning.wait_for()
+    assert warning.locator("li").all_text_contents() == [
+        "2 notes of contrabass (C4 to E4) make no sound: "
+        "FluidR3_GM's contrabass sounds only up to A3 (MIDI 57)"
+    ]
+    assert_audio_playable(page)
+    warning.scroll_into_view_if_needed()
+    screenshot(page, "05-silent-notes-named")
 
 
 def test_recent_jobs_and_hash_link_reopen_a_job(
