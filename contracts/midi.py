@@ -107,7 +107,11 @@ def renderable_midi(data: bytes, max_seconds: float) -> tuple[bytes, float]:
     running status carried across a meta event (a 291-s piece rendered 0.09 s), data bytes above
     127. mido writes a strict file of the same events and timing.
     """
-    midi = parse_midi(data)
+    return renderable_file(parse_midi(data), max_seconds)
+
+
+def renderable_file(midi: mido.MidiFile, max_seconds: float) -> tuple[bytes, float]:
+    """`renderable_midi` of a file `parse_midi` has already read."""
     seconds = _checked_length(midi, max_seconds)
     out = io.BytesIO()
     midi.save(file=out)

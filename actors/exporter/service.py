@@ -41,7 +41,7 @@ from tuneforge.contracts.jobs import (
     jobs_subject,
 )
 from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES
-from tuneforge.contracts.midi import MidiError, parse_midi, renderable_midi
+from tuneforge.contracts.midi import MidiError, parse_midi, renderable_file
 from tuneforge.settings import Settings
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
 
@@ -72,14 +72,13 @@ class Exporter:
         self, request: ExportRequest, on_progress: Callable[[float], None] | None = None
     ) -> ExportReply:
         try:
-            midi, expected_seconds = renderable_midi(
-                await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES), MAX_DURATION_SECONDS
-            )
+            data = await self.blobs.read_bytes(request.midi, max_bytes=MAX_MIDI_BYTES)
         except BlobNotFound as error:
             raise UnreadableBlob(str(error)) from None
+        try:  # parsing a 4-MiB file takes seconds: not on the event loop
+            midi, expected_seconds, silent = await asyncio.to_thread(self._prepare, data, request.soundfont)
         except (MidiError, ValueError) as error:
             raise BadInput(str(error)) from None
-        silent = await asyncio.to_thread(self._silent_notes, midi, request.soundfont)
         async with scratch_file(self.work_dir, f".{request.format}") as out_path:
             async with self._slots:
                 try:
@@ -107,19 +106,21 @@ class Exporter:
             silent_notes=silent,
         )
 
-    def _silent_notes(self, midi: bytes, soundfont: str) -> list[SilentNotes]:
-        """The notes the SoundFont cannot sound; none reported if its presets cannot be read (the
-        render itself does not depend on this)."""
+    def _prepare(self, data: bytes, soundfont: str) -> tuple[bytes, float, list[SilentNotes]]:
+        """The file to render, its length, and the notes the SoundFont cannot sound (none reported
+        if its presets cannot be read: the render itself does not depend on them)."""
+        parsed = parse_midi(data)
+        midi, seconds = renderable_file(parsed, MAX_DURATION_SECONDS)
         try:
             path = self.renderer.soundfont_path(soundfont)
         except RenderError:
-            return []  # not installed: the render says so
+            return midi, seconds, []  # not installed: the render says so
         try:
             presets = soundfont_presets(path)
         except (OSError, SoundFontError) as error:
             log.warning("cannot read the key ranges of %s: %s", path, error)
-            return []
-        return silent_notes(parse_midi(midi), presets, path.stem)
+            return midi, seconds, []
+        return midi, seconds, silent_notes(parsed, presets, path.stem)
 
     async def handle_request(self, data: bytes) -> ExportReply:
         return await self.export(msgspec.json.decode(data, type=ExportRequest))
