@@ -214,14 +214,22 @@ def check_midi_size(size_bytes: int) -> None:
         raise PayloadTooLarge(f"MIDI files are limited to {MAX_MIDI_BYTES} bytes")
 
 
-def midi_input(data: bytes, options: RenderOptions) -> RenderInput:
+async def midi_input(data: bytes, options: RenderOptions) -> RenderInput:
+    """A MIDI upload as a render input; 4xx if it is too large or not playable."""
     check_midi_size(len(data))
     try:
-        data = playable_midi(data)  # RMID unwrapped, a header's track count repaired
-        inspect_midi(data, MAX_DURATION_SECONDS)
+        # Reading a 4-MiB file takes seconds: in a thread, so other requests (progress streams,
+        # health checks) are answered meanwhile.
+        data = await asyncio.to_thread(_checked_midi, data)
     except MidiError as error:
         raise ClientException(str(error)) from None
     return RenderInput(kind="midi", options=options, midi=data)
+
+
+def _checked_midi(data: bytes) -> bytes:
+    playable = playable_midi(data)  # RMID unwrapped, a header's track count repaired
+    inspect_midi(playable, MAX_DURATION_SECONDS)
+    return playable
 
 
 async def read_render_input(request: Request[Any, Any, Any]) -> RenderInput:
@@ -233,14 +241,14 @@ async def read_render_input(request: Request[Any, Any, Any]) -> RenderInput:
         options = _options({k: v for k, v in fields.items() if k in OPTION_FIELDS}, defaults)
         if file_type == "application/json" or looks_like_json(data):
             return _music_input(data, options)
-        return midi_input(data, options)
+        return await midi_input(data, options)
     body = await request.body()
     if not body:
         raise ClientException("the request has no body: send a Grid or Score as JSON, or a MIDI file")
     # A MIDI file is known by its first bytes, whatever its label: `curl --data-binary @song.mid`
     # says form data, other clients audio/x-mid or application/x-mid.
     if is_midi(body):
-        return midi_input(body, _options({}, defaults))
+        return await midi_input(body, _options({}, defaults))
     # `curl -d` and plain HTML forms label JSON as form data; accept it when it is JSON.
     if kind not in ("", "application/json", "text/plain", "application/x-www-form-urlencoded") and not (
         looks_like_json(body)

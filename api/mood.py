@@ -184,7 +184,7 @@ async def mood(request: Request[Any, Any, Any], backend: Backend) -> Mood:
         if is_midi(upload.head) or (upload.content_type in MIDI_TYPES and not audio_bytes):
             check_midi_size(upload.size_bytes)  # before the file is read into memory
             midi = await asyncio.to_thread(upload.path.read_bytes)
-            return await mood_of_render(backend, midi_input(midi, RenderOptions(analyze_mood=True)))
+            return await mood_of_render(backend, await midi_input(midi, RenderOptions(analyze_mood=True)))
         if looks_like_json(upload.head):
             raise UnsupportedMediaType(
                 "POST /mood takes an audio or MIDI file; send Grid or Score JSON to /get_mood"
