@@ -11,7 +11,9 @@ MIDI it was rendered from. Side by side, in the same run:
   - logistic regression on the same features, fitted on the canonical (piano, FluidR3) renders of
     `train` from the training feature cache (`python -m tuneforge.actors.mood.train` writes it);
   - the committed model.
-Tasks: 4 quadrants, arousal (high/low), valence (positive/negative); plus the model's confusion matrix.
+Tasks: 4 quadrants, arousal (high/low), valence (positive/negative); plus the model's confusion matrix
+and how far its numbers can be trusted: the share of right labels at each level of `confidence`
+(with the expected calibration error) and of right valence signs at each size of |valence|.
 The audio head is also scored on copies of the same clips as other recordings would carry them:
 peak-normalised to -1 dBFS (a mastered level) and resampled to 8 kHz (a narrow-band file); both
 heads on the clips rendered as OGG Vorbis (what a job asking for OGG analyses).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import os
 import resource
@@ -105,6 +108,8 @@ def accuracy(emopia: Path, cache: Path) -> None:
         "audio_ogg": [],
         "audio_midi_ogg": [],
     }
+    # What each head reports with its label: (confidence, valence), for how far they can be trusted.
+    reported: dict[str, list[tuple[float, float]]] = {"audio": [], "audio_midi": []}
     render_s = analyze_s = audio_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for i, row in enumerate(val):
@@ -118,6 +123,7 @@ def accuracy(emopia: Path, cache: Path) -> None:
             for head, midi_bytes in (("audio", None), ("audio_midi", midi)):
                 mood = analyze(path, midi_bytes, model)
                 predicted[head].append(QUADRANTS.index(mood.quadrant))
+                reported[head].append((mood.confidence, mood.valence))
             analyze_s += time.perf_counter() - started
             loud = Path(tmp) / "loud.wav"
             samples, rate = soundfile.read(path, dtype="float32")
@@ -224,6 +230,38 @@ def accuracy(emopia: Path, cache: Path) -> None:
             f" (95% binomial interval, n={n})"
         )
         print(confusion_table(np.array(predicted[head]), y))
+        confidence, valence = np.array(reported[head]).T
+        print(reliability_table(confidence, np.array(predicted[head]) == y, valence, y))
+
+
+CONFIDENCE_BANDS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0001)
+VALENCE_BANDS = (0.0, 0.2, 0.5, 1.0001)
+
+
+def reliability_table(confidence: np.ndarray, correct: np.ndarray, valence: np.ndarray, y: np.ndarray) -> str:
+    """How far the reported numbers can be trusted: the share of right labels at each level of
+    `confidence` (and the expected calibration error: the gap, weighted by clips), and the share
+    of right valence signs at each size of |valence|."""
+    lines = ["  confidence   clips  mean confidence  right label"]
+    gap = 0.0
+    for low, high in itertools.pairwise(CONFIDENCE_BANDS):
+        band = (confidence >= low) & (confidence < high)
+        if band.any():
+            gap += band.mean() * abs(confidence[band].mean() - correct[band].mean())
+            lines.append(
+                f"  {low:.1f}–{min(high, 1.0):.1f}  {band.sum():>9}  {confidence[band].mean():>15.3f}"
+                f"  {correct[band].mean():>11.3f}"
+            )
+    lines.append(f"  expected calibration error {gap:.3f}")
+    right_sign = (valence >= 0) == np.isin(y, (0, 3))
+    lines.append("  |valence|    clips  right valence sign")
+    for low, high in itertools.pairwise(VALENCE_BANDS):
+        band = (np.abs(valence) >= low) & (np.abs(valence) < high)
+        if band.any():
+            lines.append(
+                f"  {low:.1f}–{min(high, 1.0):.1f}  {band.sum():>9}  {right_sign[band].mean():>18.3f}"
+            )
+    return "\n".join(lines)
 
 
 # --- throughput -----------------------------------------------------------------------------------
