@@ -207,9 +207,9 @@ def frequency_to_midi(frequency_hz: float) -> int:
     return number
 
 
-_PITCH_CLASS_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
 def pitch_name(number: int) -> str:
     """Scientific name of a MIDI note number, sharps for black keys (60 = "C4", 0 = "C-1")."""
-    return f"{_PITCH_CLASS_NAMES[number % 12]}{number // 12 - 1}"
+    return f"{PITCH_CLASSES[number % 12]}{number // 12 - 1}"

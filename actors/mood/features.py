@@ -39,6 +39,7 @@ import scipy.signal
 import soundfile
 import soxr
 
+from tuneforge.contracts.instruments import PITCH_CLASSES
 from tuneforge.contracts.midi import MidiError, parse_midi
 
 FEATURE_VERSION = 6
@@ -76,7 +77,6 @@ DC_CUTOFF_HZ = 5.0
 # A downmix this far (20 dB) under its channels' own level is channels in opposite polarity
 # cancelling: that is read from the loudest channel instead.
 CANCELLED_DOWNMIX_RATIO = 0.01
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # Krumhansl–Kessler key profiles (C major, C minor), the usual template for key finding.
 _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
