@@ -99,19 +99,14 @@ def playable_midi(data: bytes) -> bytes:
     return smf
 
 
-def renderable_midi(data: bytes, max_seconds: float) -> tuple[bytes, float]:
-    """The file the synthesizer is handed, and its length (checked as `inspect_midi` does): written
-    out again from this module's tolerant reading.
+def renderable_midi(midi: mido.MidiFile, max_seconds: float) -> tuple[bytes, float]:
+    """The file the synthesizer is handed, and its length (checked as `inspect_midi` does), for a
+    file `parse_midi` has read: written out again from this module's tolerant reading.
 
     FluidSynth's own reader gives up, silently and part-way, on files every other player reads:
     running status carried across a meta event (a 291-s piece rendered 0.09 s), data bytes above
     127. mido writes a strict file of the same events and timing.
     """
-    return renderable_file(parse_midi(data), max_seconds)
-
-
-def renderable_file(midi: mido.MidiFile, max_seconds: float) -> tuple[bytes, float]:
-    """`renderable_midi` of a file `parse_midi` has already read."""
     seconds = _checked_length(midi, max_seconds)
     out = io.BytesIO()
     midi.save(file=out)

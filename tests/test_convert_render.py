@@ -18,7 +18,7 @@ from tests.audio import dominant_frequency_hz, sounding_seconds
 from tuneforge.actors.converter.convert import score_to_midi
 from tuneforge.actors.exporter.keyranges import SoundFontError, silent_notes, soundfont_presets
 from tuneforge.actors.exporter.render import Renderer, RenderError
-from tuneforge.contracts.midi import MidiError, inspect_midi, playable_midi, renderable_midi
+from tuneforge.contracts.midi import MidiError, inspect_midi, parse_midi, playable_midi, renderable_midi
 from tuneforge.contracts.music import MusicError, Note, Score, Track, decode_music
 
 
@@ -251,7 +251,7 @@ def test_midi_without_notes_is_refused() -> None:
     with pytest.raises(MidiError, match="no notes"):
         inspect_midi(silent, 600)
     with pytest.raises(MidiError, match="no notes"):
-        renderable_midi(silent, 600)
+        renderable_midi(parse_midi(silent), 600)
     assert inspect_midi(smf(A4_SECOND), 600) == pytest.approx(1.0)
 
 
@@ -357,7 +357,7 @@ def test_midi_that_fluidsynth_cannot_read_is_written_out_again_and_played(
 ) -> None:
     data = smf(RUNNING_STATUS_AFTER_META)
     assert inspect_midi(data, 600) == pytest.approx(2.5)
-    midi, seconds = renderable_midi(data, 600)
+    midi, seconds = renderable_midi(parse_midi(data), 600)
     assert seconds == pytest.approx(2.5)
     result = renderer.render(midi, tmp_path / "rs.wav", "wav", 22050, "fluidr3_gm", seconds)
     assert result.duration_seconds >= 2.5

@@ -41,7 +41,7 @@ from tuneforge.contracts.jobs import (
     jobs_subject,
 )
 from tuneforge.contracts.limits import MAX_DURATION_SECONDS, MAX_MIDI_BYTES
-from tuneforge.contracts.midi import MidiError, parse_midi, renderable_file
+from tuneforge.contracts.midi import MidiError, parse_midi, renderable_midi
 from tuneforge.settings import Settings
 from tuneforge.storage.blobs import BlobNotFound, BlobStore, open_blob_store
 
@@ -110,7 +110,7 @@ class Exporter:
         """The file to render, its length, and the notes the SoundFont cannot sound (none reported
         if its presets cannot be read: the render itself does not depend on them)."""
         parsed = parse_midi(data)
-        midi, seconds = renderable_file(parsed, MAX_DURATION_SECONDS)
+        midi, seconds = renderable_midi(parsed, MAX_DURATION_SECONDS)
         try:
             path = self.renderer.soundfont_path(soundfont)
         except RenderError:
